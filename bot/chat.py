@@ -1,0 +1,254 @@
+"""The chat service: from a user's message to a stored, delivered reply.
+
+:meth:`ChatService.exchange` is the one pipeline every channel uses: it stores the user's turn,
+builds the prompt from the conversation's history, streams the engine's reply and stores it as it
+grows. Platform connectors reach it through :meth:`ChatService.submit`, which queues the message
+per conversation (a user's second message waits for the first reply; nothing is dropped or
+interleaved) and streams the answer with a :class:`~bot.streamer.ReplyStreamer`. The web API
+calls :meth:`ChatService.exchange` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.connector import Connector
+from bot.conversation import ConversationKey, Destination, IncomingMessage, conversation_key
+from bot.errors import ParleyError
+from bot.settings import Settings
+from bot.store import Store, Turn, TurnStatus
+from bot.streamer import ReplyStreamer
+from engine.base import ChatMessage, Engine, GenerationParams, Reply, Usage
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_NOTICE = "Parley is restarting and cannot take this message; please send it again in a minute."
+PROGRESS_EVERY = 2.0
+"""Seconds between saves of a growing reply, so a crash loses at most this much of it."""
+
+HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
+
+
+def error_note(exc: BaseException) -> str:
+    """The short line a chat user sees when their reply failed."""
+    message = exc.user_message if isinstance(exc, ParleyError) else ParleyError.user_message
+    return f"⚠️ {message}"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One reply in progress: iterate it for text deltas; ``text`` and ``usage`` grow as it goes."""
+
+    conversation_id: str
+    key: ConversationKey
+    turn_id: int
+    reply: Reply
+    store: Store
+    text: str = ""
+    message_ids: tuple[str, ...] = ()
+    _saved_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def usage(self) -> Usage:
+        return self.reply.usage
+
+    @property
+    def stopped(self) -> bool:
+        return self.reply.cancelled
+
+    def stop(self) -> None:
+        """End the reply early; the text so far is kept and marked stopped."""
+        self.reply.cancel()
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        async for delta in self.reply:
+            self.text += delta
+            if time.monotonic() - self._saved_at >= PROGRESS_EVERY:
+                await self.save_progress()
+            yield delta
+
+    async def save_progress(self, text: str | None = None, message_ids: tuple[str, ...] | None = None) -> None:
+        if message_ids is not None:
+            self.message_ids = message_ids
+        self._saved_at = time.monotonic()
+        await self.store.update_turn(self.turn_id, text=self.text if text is None else text, message_ids=message_ids)
+
+
+class _KeyedLocks:
+    """One FIFO lock per conversation, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[ConversationKey, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: ConversationKey) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users <= 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+class ChatService:
+    """Answers messages. ``drain()`` stops intake and waits (bounded) for running replies."""
+
+    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.accepting = True
+        self._locks = _KeyedLocks()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.running: dict[ConversationKey, Exchange] = {}
+
+    # parameters and prompts
+
+    def params(self, *, max_tokens: int | None = None, temperature: float | None = None) -> GenerationParams:
+        engine = self.settings.engine
+        return GenerationParams(
+            max_tokens=min(max_tokens or engine.max_tokens, engine.max_tokens),
+            temperature=engine.temperature if temperature is None else temperature,
+            top_p=engine.top_p,
+            seed=engine.seed,
+        )
+
+    def system_prompt(self, key: ConversationKey) -> str:
+        channel = self.store.channel_settings(key.platform, key.channel)
+        return channel.system_prompt if channel.system_prompt is not None else self.settings.system_prompt
+
+    def key_for(self, message: IncomingMessage) -> ConversationKey:
+        scope = self.store.channel_settings(message.platform, message.channel).scope
+        return conversation_key(message, scope)
+
+    @staticmethod
+    def prompt(system_prompt: str, history: list[Turn]) -> list[ChatMessage]:
+        messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+        for turn in history:
+            if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
+                messages.append(ChatMessage(turn.role, turn.text))
+        return messages
+
+    # the pipeline
+
+    @contextlib.asynccontextmanager
+    async def exchange(
+        self,
+        key: ConversationKey,
+        text: str,
+        params: GenerationParams | None = None,
+        *,
+        conversation_id: str | None = None,
+    ) -> AsyncIterator[Exchange]:
+        """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn."""
+        async with self._locks.hold(key):
+            conversation_id = await self.store.conversation(key, create_id=conversation_id)
+            history = await self.store.turns(conversation_id)
+            user_turn = await self.store.add_turn(conversation_id, "user", text)
+            messages = self.prompt(self.system_prompt(key), history)
+            messages.append(ChatMessage("user", text))
+            turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
+            reply = self.engine.generate(messages, params or self.params(), affinity=conversation_id)
+            exchange = Exchange(conversation_id, key, turn_id, reply, self.store)
+            self.running[key] = exchange
+            status = TurnStatus.FAILED
+            try:
+                yield exchange
+                status = TurnStatus.STOPPED if exchange.stopped else TurnStatus.COMPLETE
+            except asyncio.CancelledError:
+                status = TurnStatus.INTERRUPTED
+                raise
+            finally:
+                del self.running[key]
+                await reply.aclose()
+                usage = reply.usage
+                await asyncio.shield(self._finish(exchange, user_turn, status, usage))
+
+    async def _finish(self, exchange: Exchange, user_turn: int, status: TurnStatus, usage: Usage) -> None:
+        await self.store.update_turn(
+            exchange.turn_id,
+            text=exchange.text,
+            token_count=usage.completion_tokens,
+            status=status,
+            message_ids=exchange.message_ids,
+            seconds=usage.seconds,
+        )
+        user_status = TurnStatus.FAILED if status is TurnStatus.FAILED else TurnStatus.COMPLETE
+        await self.store.update_turn(user_turn, token_count=usage.prompt_tokens, status=user_status)
+
+    # platform messages
+
+    def submit(self, message: IncomingMessage, connector: Connector) -> None:
+        """Queue ``message`` for an answer through ``connector``; returns at once."""
+        if not message.addressed:
+            return
+        if not self.accepting:
+            self.spawn(self.notify(connector, message.destination, SHUTDOWN_NOTICE))
+            return
+        key = self.key_for(message)
+        self.spawn(self.answer(message, connector, key))
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a coroutine as a tracked task that ``drain()`` waits for."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def answer(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> None:
+        """Answer one platform message, streaming the reply into the chat.
+
+        The placeholder goes out at once, before waiting for the conversation's earlier reply or
+        an engine slot; any failure ends up as a short note in that message.
+        """
+        streamer = ReplyStreamer(connector, message.destination)
+        try:
+            await streamer.start()
+            async with self.exchange(key, message.text) as exchange:
+                streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
+                await streamer.run(exchange, error_note=error_note)
+        except ParleyError as exc:
+            log.warning("reply to %s in %s failed: %s", message.message_id, key, exc)
+            await self._abort(streamer, exc)
+        except Exception as exc:
+            log.exception("reply to %s in %s failed", message.message_id, key)
+            await self._abort(streamer, exc)
+
+    @staticmethod
+    async def _abort(streamer: ReplyStreamer, exc: BaseException) -> None:
+        try:
+            await streamer.abort(error_note(exc))
+        except ParleyError as second:
+            log.warning("could not tell the user their reply failed: %s", second)
+
+    async def notify(self, connector: Connector, destination: Destination, text: str) -> None:
+        """Send one short message, paced like any other."""
+        try:
+            await connector.pacer.acquire(destination.channel, connector.pacing(destination))
+            await connector.send(destination, text)
+        except ParleyError as exc:
+            log.warning("could not notify %s on %s: %s", destination.channel, connector.name, exc)
+
+    async def drain(self, grace: float) -> None:
+        """Stop taking messages; let running replies finish for up to ``grace`` s, then cancel them."""
+        self.accepting = False
+        pending = set(self._tasks)
+        if not pending:
+            return
+        log.info("waiting up to %.0fs for %d running replies", grace, len(pending))
+        _, still = await asyncio.wait(pending, timeout=grace)
+        for task in still:
+            task.cancel()
+        if still:
+            await asyncio.wait(still, timeout=5)

