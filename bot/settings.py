@@ -96,6 +96,9 @@ class DiscordSettings(BaseModel):
     gateway_url: str | None = None
     shards: int | None = Field(None, ge=1)
     guild_ids: CommaList = Field(default_factory=list)
+    rate_limit_wait: float = Field(5.0, gt=0)
+    guild_ready_timeout: float = Field(2.0, gt=0)
+    connect_timeout: float = Field(60.0, gt=0)
 
     _split = field_validator("guild_ids", mode="before")(_split_list)
 

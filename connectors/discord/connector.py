@@ -1,0 +1,240 @@
+"""The Discord connector, on discord.py.
+
+Lifecycle: :meth:`DiscordConnector.start` logs in over REST (a rejected token raises
+``ConnectorError("discord: the token was rejected")``), runs ``client.connect()`` as a background
+task (never ``client.run``, which owns the loop and installs signal handlers) and returns once the
+gateway is READY and the guilds are in. discord.py itself reconnects and RESUMEs; Discord replays
+the events missed meanwhile, so no message is lost, and replies in flight keep using REST.
+
+Sending: replies go to the thread when there is one, else the channel, as replies to the user's
+message, with mentions limited to that reply (the model cannot ping @everyone, roles or users).
+
+Rate limits: the core paces every call (about 5 per 5 s per channel). discord.py still tracks
+Discord's ``X-RateLimit-*`` buckets and would sleep on them and on a 429 up to its
+``max_ratelimit_timeout`` (at least 30 s through its constructor). We lower that to
+``PARLEY_DISCORD__RATE_LIMIT_WAIT`` so a long wait is raised as ``RateLimited`` and the core blocks
+the whole channel (coalescing edits meanwhile) instead of one call silently hanging; only short
+bucket waits (a Discord edit bucket resets within ~5 s) stay inside discord.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import ClassVar, TypeVar
+
+import aiohttp
+import discord
+
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.conversation import Destination
+from bot.errors import ConnectorError, MessageTooLong, RateLimited
+from bot.pacing import Pacing
+from bot.settings import DiscordSettings
+from connectors.discord import endpoints
+from connectors.discord.inbound import Participation, to_incoming
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_MESSAGE_LENGTH = 2000
+EDIT_PACING = Pacing(min_interval=1.0, window_calls=5, window_seconds=5.0)
+"""Discord allows about 5 message edits per 5 s in a channel."""
+
+# The model's text must not ping anyone; replying to the user may notify them.
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, users=False, roles=False, replied_user=True)
+
+
+def intents() -> discord.Intents:
+    """Only what answering needs: guild and thread metadata, messages in guilds and DMs, their text.
+
+    ``message_content`` is privileged (enable it in the developer portal): without it Discord blanks
+    the text of thread messages and replies that do not mention the bot.
+    """
+    wanted = discord.Intents.none()
+    wanted.guilds = True
+    wanted.guild_messages = True
+    wanted.dm_messages = True
+    wanted.message_content = True
+    return wanted
+
+
+class DiscordConnector(Connector):
+    """Talks to Discord through one discord.py client (sharded when ``shards`` is set)."""
+
+    name: ClassVar[str] = "discord"
+
+    def __init__(self, settings: DiscordSettings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_LENGTH, pacing=EDIT_PACING)
+        self._guild_ids = frozenset(int(guild) for guild in settings.guild_ids)
+        self._seen = Participation()
+        self._client: discord.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._sink: InboundSink | None = None
+        self._previous_endpoints: endpoints.Endpoints | None = None
+
+    # lifecycle
+
+    def _make_client(self) -> discord.Client:
+        client: discord.Client
+        if self.settings.shards is not None:
+            # Large servers: discord.py runs the shards in one client (it asks /gateway/bot where to go).
+            client = discord.AutoShardedClient(
+                shard_count=self.settings.shards,
+                intents=intents(),
+                allowed_mentions=ALLOWED_MENTIONS,
+                guild_ready_timeout=self.settings.guild_ready_timeout,
+                max_messages=None,
+            )
+        else:
+            client = discord.Client(
+                intents=intents(),
+                allowed_mentions=ALLOWED_MENTIONS,
+                guild_ready_timeout=self.settings.guild_ready_timeout,
+                max_messages=None,  # no message cache: a reply carries the message it references
+            )
+        # Below discord.py's 30 s floor on purpose: see the module docstring. Buckets are created
+        # lazily with this value, so setting it before the first request covers them all.
+        client.http.max_ratelimit_timeout = self.settings.rate_limit_wait
+
+        async def on_ready() -> None:
+            log.info("discord: ready as %s in %d guild(s)", client.user, len(client.guilds))
+            self._ready.set()
+
+        async def on_message(message: discord.Message) -> None:
+            self._deliver(client, message)
+
+        client.event(on_ready)
+        client.event(on_message)
+        return client
+
+    async def start(self, sink: InboundSink) -> None:
+        if self._client is not None:
+            raise ConnectorError("discord: already started")
+        if self.settings.token is None:
+            raise ConnectorError("discord: PARLEY_DISCORD__TOKEN is not set")
+        self._sink = sink
+        self._ready.clear()
+        self._previous_endpoints = endpoints.point_at(self.settings)
+        try:
+            await self._connect(self.settings.token.get_secret_value())
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _connect(self, token: str) -> None:
+        client = self._client = self._make_client()
+        try:
+            await client.login(token)
+        except discord.LoginFailure as exc:
+            raise ConnectorError("discord: the token was rejected") from exc
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            raise ConnectorError(f"discord: cannot log in at {endpoints.current().api_base}: {exc}") from exc
+        task = self._task = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        ready = asyncio.create_task(self._ready.wait())
+        try:
+            await asyncio.wait({task, ready}, timeout=self.settings.connect_timeout, return_when="FIRST_COMPLETED")
+        finally:
+            ready.cancel()
+        if self._ready.is_set():
+            return
+        if task.done():
+            error = task.exception()
+            if isinstance(error, discord.PrivilegedIntentsRequired):
+                raise ConnectorError(
+                    "discord: the message content intent is not enabled for this bot (developer portal → Bot)"
+                ) from error
+            raise ConnectorError(f"discord: the gateway connection failed: {error!r}") from error
+        raise ConnectorError(f"discord: not ready after {self.settings.connect_timeout:.0f}s")
+
+    async def stop(self) -> None:
+        client, self._client = self._client, None
+        task, self._task = self._task, None
+        self._ready.clear()
+        if client is not None:
+            await client.close()
+        if task is not None:
+            if not task.done():
+                # close() makes connect() return; cancel only if it does not within a moment.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait({task}, timeout=5)
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._previous_endpoints is not None:
+            endpoints.restore(self._previous_endpoints)
+            self._previous_endpoints = None
+
+    def status(self) -> str:
+        if self._task is None:
+            return "stopped"
+        if self._task.done():
+            return "failed"
+        if self._client is not None and self._client.is_ready() and self._ready.is_set():
+            return "ready"
+        return "connecting"
+
+    # inbound
+
+    def _deliver(self, client: discord.Client, message: discord.Message) -> None:
+        me = client.user
+        if me is None or self._sink is None:
+            return
+        incoming = to_incoming(message, me, self._seen, self._guild_ids)
+        if incoming is not None:
+            self._sink.submit(incoming, self)
+
+    # outbound
+
+    def _messageable(self, destination: Destination) -> discord.PartialMessageable:
+        if self._client is None:
+            raise ConnectorError("discord: not connected")
+        return self._client.get_partial_messageable(int(destination.thread or destination.channel))
+
+    async def send(self, destination: Destination, text: str) -> SentMessage:
+        channel = self._messageable(destination)
+        if destination.reply_to is None:
+            posting = channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+        else:
+            # fail_if_not_exists=False: if the user deleted their message, the answer still goes out.
+            reference = discord.MessageReference(
+                message_id=int(destination.reply_to), channel_id=channel.id, fail_if_not_exists=False
+            )
+            posting = channel.send(text, reference=reference, allowed_mentions=ALLOWED_MENTIONS)
+        message = await _translate(posting)
+        self._seen.sent(message.id)
+        if destination.thread is not None:
+            self._seen.threads.add(int(destination.thread))
+        return SentMessage(id=str(message.id), destination=destination)
+
+    async def edit(self, message: SentMessage, text: str) -> None:
+        partial = self._messageable(message.destination).get_partial_message(int(message.id))
+        # Discord accepts an edit that changes nothing, so no special case is needed.
+        await _translate(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
+
+    async def typing(self, destination: Destination) -> None:
+        await _translate(self._messageable(destination).typing())
+
+
+async def _translate(call: Awaitable[T]) -> T:
+    """Await a discord.py call, turning its failures into the core's connector errors."""
+    try:
+        return await call
+    except discord.RateLimited as exc:
+        raise RateLimited(exc.retry_after) from exc
+    except discord.HTTPException as exc:
+        if exc.status == 429:
+            # A 429 without Discord's Via header (a Cloudflare block) surfaces here unretried.
+            retry_after = exc.response.headers.get("Retry-After")
+            raise RateLimited(float(retry_after) if retry_after else 60.0, f"discord: {exc}") from exc
+        if exc.status == 400 and "length" in exc.text.lower():
+            raise MessageTooLong(f"discord: {exc}") from exc
+        raise ConnectorError(f"discord: {exc}") from exc
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise ConnectorError(f"discord: request failed: {exc!r}") from exc

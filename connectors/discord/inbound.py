@@ -1,0 +1,111 @@
+"""Turning a discord.py ``Message`` into the core's :class:`~bot.conversation.IncomingMessage`.
+
+Which messages are for the bot (``addressed``):
+
+- every message in a DM;
+- in a guild channel, a message that mentions the bot or replies to one of its messages;
+- in a thread, any message once the bot takes part in it: it created the thread, it is a member
+  of it, or it was addressed there before (remembered in :class:`Participation`).
+
+Threads map to ``channel`` = the parent channel id and ``thread`` = the thread id, so a thread is
+one shared conversation that inherits its parent channel's settings (scope, system prompt); the
+connector posts replies into the thread itself. Messages from bots (this one included) are
+dropped; other messages are delivered unaddressed so that plugins can see them.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+
+import discord
+
+from bot.conversation import IncomingMessage
+
+PLATFORM = "discord"
+
+
+class Participation:
+    """What the bot remembers about its own activity: recent message ids and threads it joined in.
+
+    Bounded, so a long-running bot does not grow without limit; a reply to a message older than the
+    window still counts when discord.py resolved the referenced message (Discord sends it along).
+    """
+
+    def __init__(self, max_messages: int = 10_000) -> None:
+        self._messages: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._max_messages = max_messages
+        self.threads: set[int] = set()
+
+    def sent(self, message_id: int) -> None:
+        self._messages[message_id] = None
+        while len(self._messages) > self._max_messages:
+            self._messages.popitem(last=False)
+
+    def is_own(self, message_id: int | None) -> bool:
+        return message_id is not None and message_id in self._messages
+
+
+def strip_mention(text: str, user_id: int) -> str:
+    """Remove mentions of the bot (``<@id>`` and the legacy ``<@!id>``) from the text."""
+    return re.sub(rf"<@!?{user_id}>", "", text).strip()
+
+
+def _replies_to_bot(message: discord.Message, me: discord.ClientUser, seen: Participation) -> bool:
+    reference = message.reference
+    if reference is None:
+        return False
+    resolved = reference.resolved
+    if isinstance(resolved, discord.Message) and resolved.author.id == me.id:
+        return True
+    return seen.is_own(reference.message_id)
+
+
+def _in_joined_thread(thread: discord.Thread, me: discord.ClientUser, seen: Participation) -> bool:
+    return thread.id in seen.threads or thread.owner_id == me.id or thread.me is not None
+
+
+def _is_admin(author: discord.User | discord.Member) -> bool:
+    return isinstance(author, discord.Member) and author.guild_permissions.manage_guild
+
+
+def to_incoming(
+    message: discord.Message,
+    me: discord.ClientUser,
+    seen: Participation,
+    guild_ids: frozenset[int] = frozenset(),
+) -> IncomingMessage | None:
+    """The core's view of ``message``, or ``None`` when the bot must not see it at all.
+
+    ``guild_ids``, when not empty, limits the bot to those guilds (DMs are always answered).
+    """
+    if message.author.bot or message.author.id == me.id:
+        return None
+    guild = message.guild
+    if guild is not None and guild_ids and guild.id not in guild_ids:
+        return None
+    is_direct = guild is None
+    mentioned = any(user.id == me.id for user in message.mentions)
+    addressed = is_direct or mentioned or _replies_to_bot(message, me, seen)
+    channel_id = message.channel.id
+    thread_id: int | None = None
+    if isinstance(message.channel, discord.Thread):
+        thread = message.channel
+        thread_id = thread.id
+        channel_id = thread.parent_id
+        if addressed:
+            seen.threads.add(thread.id)
+        else:
+            addressed = _in_joined_thread(thread, me, seen)
+    return IncomingMessage(
+        platform=PLATFORM,
+        channel=str(channel_id),
+        user=str(message.author.id),
+        message_id=str(message.id),
+        text=strip_mention(message.content, me.id),
+        thread=None if thread_id is None else str(thread_id),
+        is_direct=is_direct,
+        addressed=addressed,
+        user_name=message.author.display_name,
+        is_admin=_is_admin(message.author),
+    )
