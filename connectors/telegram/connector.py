@@ -1,0 +1,255 @@
+"""The Telegram connector, on python-telegram-bot with long polling.
+
+Lifecycle, driven by hand rather than ``run_polling`` (which blocks and installs signal handlers):
+``start`` runs ``initialize`` (``getMe``), ``updater.start_polling`` and ``start``; ``stop`` runs
+the reverse. On stop the updater stops fetching first, then the application hands every update
+already fetched to the sink before it stops, so no update is confirmed to Telegram without having
+been handed over; updates fetched by a poll that was cut short are not confirmed and come again
+on the next start.
+
+Pacing is the core's (:attr:`limits`): about one call per second per chat, and in groups at most
+``group_edits_per_minute``. No PTB rate limiter is installed; a 429 becomes
+:class:`~bot.errors.RateLimited` and the core waits. Text is sent as HTML rendered from the
+Markdown (:mod:`connectors.telegram.render`); when Telegram refuses the entities, or the rendering
+would not fit, the Markdown itself goes out as plain text, so no text is lost to formatting.
+"""
+
+from __future__ import annotations
+
+import datetime as dtm
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from telegram import Message, ReplyParameters, Update
+from telegram.constants import ChatAction, MessageLimit, ParseMode
+from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.conversation import Destination
+from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
+from bot.pacing import Pacing
+from bot.settings import TelegramSettings
+from connectors.telegram.inbound import to_incoming
+from connectors.telegram.render import to_html, visible_length
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DEFAULT_API = "https://api.telegram.org"
+TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+
+
+def api_urls(settings: TelegramSettings) -> tuple[str, str]:
+    """The Bot API and file URLs, each ready for PTB to append the token.
+
+    ``base_url`` may be the server root (``http://host:8081``) or already end in ``/bot``; the
+    file URL defaults to the same server's ``/file/bot``. A ``{token}`` placeholder is kept.
+    """
+    base = (settings.base_url or DEFAULT_API).rstrip("/")
+    root = base.removesuffix("/bot")
+    if "{token}" not in base and not base.endswith("/bot"):
+        base = f"{base}/bot"
+    files = (settings.base_file_url or f"{root}/file/bot").rstrip("/")
+    if "{token}" not in files and not files.endswith("/bot"):
+        files = f"{files}/file/bot" if not files.endswith("/file") else f"{files}/bot"
+    return base, files
+
+
+def _seconds(value: int | dtm.timedelta) -> float:
+    return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
+
+
+def _is(error: TelegramError, phrase: str) -> bool:
+    return phrase in str(error).lower()
+
+
+class TelegramConnector(Connector):
+    """Answers Telegram private chats, mentions and replies in groups, and forum topics."""
+
+    name = "telegram"
+
+    def __init__(self, settings: TelegramSettings) -> None:
+        super().__init__()
+        if settings.token is None:
+            raise ConfigError("PARLEY_TELEGRAM__TOKEN is not set")
+        self.settings = settings
+        self.limits = ConnectorLimits(
+            max_message_length=min(settings.max_message_length, MessageLimit.MAX_TEXT_LENGTH),
+            pacing=Pacing(min_interval=settings.edit_interval),
+            group_pacing=Pacing(
+                min_interval=settings.group_edit_interval,
+                window_calls=settings.group_edits_per_minute,
+                window_seconds=60.0,
+            ),
+        )
+        self._app: TelegramApp | None = None
+        self._sink: InboundSink | None = None
+        self._state = "stopped"
+        self.bot_id = 0
+        self.bot_username = ""
+
+    def _build(self) -> TelegramApp:
+        assert self.settings.token is not None
+        base, files = api_urls(self.settings)
+        app: TelegramApp = (
+            ApplicationBuilder()
+            .token(self.settings.token.get_secret_value())
+            .base_url(base)
+            .base_file_url(files)
+            .concurrent_updates(False)
+            .build()
+        )
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self._on_message))
+        return app
+
+    async def start(self, sink: InboundSink) -> None:
+        self._sink = sink
+        self._state = "starting"
+        self._app = app = self._build()
+        try:
+            await app.initialize()
+        except InvalidToken as exc:
+            self._state = "failed"
+            raise ConfigError(f"telegram: the Bot API refused PARLEY_TELEGRAM__TOKEN: {exc}") from exc
+        except TelegramError as exc:
+            self._state = "failed"
+            raise ConnectorError(f"telegram: cannot reach the Bot API: {exc}") from exc
+        self.bot_id = app.bot.id
+        self.bot_username = app.bot.username
+        assert app.updater is not None
+        try:
+            await app.updater.start_polling(
+                timeout=dtm.timedelta(seconds=self.settings.poll_timeout),
+                allowed_updates=[Update.MESSAGE],
+                error_callback=self._on_poll_error,
+            )
+            await app.start()
+        except TelegramError as exc:
+            self._state = "failed"
+            raise ConnectorError(f"telegram: polling did not start: {exc}") from exc
+        self._state = "running"
+        log.info("telegram: polling as @%s", self.bot_username)
+
+    def _on_poll_error(self, error: TelegramError) -> None:
+        # PTB keeps retrying; the log says why messages are not arriving.
+        log.warning("telegram: getUpdates failed, retrying: %s", error)
+
+    async def stop(self) -> None:
+        app, self._app = self._app, None
+        if app is None:
+            return
+        self._state = "stopping"
+        steps: list[tuple[str, Callable[[], bool], Callable[[], Awaitable[None]]]] = []
+        if app.updater is not None:
+            updater = app.updater
+            steps.append(("updater.stop", lambda: updater.running, updater.stop))
+        steps.append(("stop", lambda: app.running, app.stop))
+        steps.append(("shutdown", lambda: True, app.shutdown))
+        for label, needed, step in steps:
+            if not needed():
+                continue
+            try:
+                await step()
+            except (TelegramError, RuntimeError) as exc:
+                log.warning("telegram: %s failed during shutdown: %s", label, exc)
+        self._state = "stopped"
+
+    def status(self) -> str:
+        return self._state
+
+    async def _on_message(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+        message = update.message
+        if message is None or self._sink is None:
+            return
+        incoming = to_incoming(message, self.bot_id, self.bot_username)
+        if incoming is not None:
+            self._sink.submit(incoming, self)
+
+    # outgoing
+
+    def _bot_app(self) -> TelegramApp:
+        if self._app is None:
+            raise ConnectorError("telegram: the connector is not running")
+        return self._app
+
+    async def send(self, destination: Destination, text: str) -> SentMessage:
+        bot = self._bot_app().bot
+        reply = (
+            ReplyParameters(message_id=int(destination.reply_to), allow_sending_without_reply=True)
+            if destination.reply_to
+            else None
+        )
+        thread = int(destination.thread) if destination.thread else None
+
+        async def post(body: str, parse_mode: str | None) -> Message:
+            sent: Message = await bot.send_message(
+                chat_id=int(destination.channel),
+                text=body,
+                parse_mode=parse_mode,
+                message_thread_id=thread,
+                reply_parameters=reply,
+            )
+            return sent
+
+        message = await self._with_fallback(post, text)
+        if message is None:
+            raise ConnectorError("telegram: sendMessage returned no message")
+        return SentMessage(id=str(message.message_id), destination=destination)
+
+    async def edit(self, message: SentMessage, text: str) -> None:
+        bot = self._bot_app().bot
+
+        async def change(body: str, parse_mode: str | None) -> None:
+            await bot.edit_message_text(
+                chat_id=int(message.destination.channel),
+                message_id=int(message.id),
+                text=body,
+                parse_mode=parse_mode,
+            )
+
+        await self._with_fallback(change, text)
+
+    async def typing(self, destination: Destination) -> None:
+        bot = self._bot_app().bot
+        thread = int(destination.thread) if destination.thread else None
+        try:
+            await bot.send_chat_action(int(destination.channel), ChatAction.TYPING, message_thread_id=thread)
+        except TelegramError as exc:
+            raise ConnectorError(f"telegram: sendChatAction failed: {exc}") from exc
+
+    async def _with_fallback(self, call: Callable[[str, str | None], Awaitable[T]], markdown: str) -> T | None:
+        """Send as HTML; on an entity error (or a rendering too long) send the Markdown as plain text."""
+        rendered = to_html(markdown)
+        if rendered.strip() and visible_length(rendered) <= MessageLimit.MAX_TEXT_LENGTH:
+            try:
+                return await self._translate(call, rendered, ParseMode.HTML)
+            except BadRequest as exc:
+                if not _is(exc, "can't parse entities"):
+                    raise self._error(exc) from exc
+                log.warning("telegram: entities refused, sending plain text: %s", exc)
+        try:
+            return await self._translate(call, markdown, None)
+        except BadRequest as exc:
+            raise self._error(exc) from exc
+
+    @staticmethod
+    async def _translate(call: Callable[[str, str | None], Awaitable[T]], body: str, mode: str | None) -> T | None:
+        """Run one Bot API call; map its errors except ``BadRequest``, which the caller inspects."""
+        try:
+            return await call(body, mode)
+        except RetryAfter as exc:
+            raise RateLimited(_seconds(exc.retry_after), f"telegram: {exc}") from exc
+        except BadRequest as exc:
+            if _is(exc, "message is not modified"):
+                return None
+            raise
+        except TelegramError as exc:
+            raise ConnectorError(f"telegram: {exc}") from exc
+
+    @staticmethod
+    def _error(exc: BadRequest) -> ConnectorError:
+        if _is(exc, "too long"):
+            return MessageTooLong(f"telegram: {exc}")
+        return ConnectorError(f"telegram: {exc}")

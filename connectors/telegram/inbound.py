@@ -1,0 +1,85 @@
+"""Telegram messages as the core's :class:`~bot.conversation.IncomingMessage`.
+
+:func:`to_incoming` decides who a message is for and what the model reads:
+
+- a private chat is always addressed to the bot (``is_direct``; the conversation is per user);
+- in a group or supergroup a message is addressed when it mentions the bot (``@botname``, or a
+  text mention of the bot's user), replies to one of the bot's messages, or starts with a command
+  that is not meant for another bot (``/cmd`` or ``/cmd@botname``);
+- a forum topic (``message_thread_id`` on a topic message) is a thread: one shared conversation;
+- the bot's own ``@botname`` is removed from the text the model reads.
+"""
+
+from __future__ import annotations
+
+import re
+
+from telegram import Message, MessageEntity
+
+from bot.conversation import IncomingMessage
+
+PLATFORM = "telegram"
+_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def _is_topic_root(message: Message, reply: Message) -> bool:
+    # In a forum every topic message "replies" to the topic's service message; that is not a
+    # reply to the bot even when the bot created the topic.
+    return reply.forum_topic_created is not None or (
+        message.is_topic_message is True and reply.message_id == message.message_thread_id
+    )
+
+
+def _index(text: str, utf16_offset: int) -> int:
+    """The Python string index of a UTF-16 offset (Telegram counts entities in UTF-16)."""
+    return len(text.encode("utf-16-le")[: 2 * utf16_offset].decode("utf-16-le", errors="ignore"))
+
+
+def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMessage | None:
+    """Map a text message; ``None`` for what the bot never answers (no text, no sender, itself)."""
+    text = message.text
+    sender = message.from_user
+    if text is None or sender is None or sender.id == bot_id:
+        return None
+    is_direct = message.chat.type == "private"
+    handle = f"@{bot_username}".lower()
+    addressed = is_direct
+    cuts: list[tuple[int, int]] = []  # spans of the bot's handle, in Python string indices
+    for entity, value in message.parse_entities().items():
+        start = _index(text, entity.offset)
+        if entity.type == MessageEntity.MENTION and value.lower() == handle:
+            addressed = True
+            cuts.append((start, start + len(value)))
+        elif entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == bot_id:
+            addressed = True
+        elif entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
+            command, _, target = value.partition("@")
+            if not target or target.lower() == bot_username.lower():
+                addressed = True
+                if target:
+                    cuts.append((start + len(command), start + len(value)))
+    reply = message.reply_to_message
+    if (
+        reply is not None
+        and reply.from_user is not None
+        and reply.from_user.id == bot_id
+        and not _is_topic_root(message, reply)
+    ):
+        addressed = True
+    stripped = text
+    for start, end in sorted(cuts, reverse=True):
+        stripped = stripped[:start] + stripped[end:]
+    stripped = _SPACES.sub(" ", stripped).strip()
+    thread = str(message.message_thread_id) if message.is_topic_message and message.message_thread_id else None
+    return IncomingMessage(
+        platform=PLATFORM,
+        channel=str(message.chat.id),
+        user=str(sender.id),
+        message_id=str(message.message_id),
+        text=stripped or text,
+        thread=thread,
+        is_direct=is_direct,
+        addressed=addressed,
+        user_name=sender.full_name or sender.username or str(sender.id),
+        extra={"chat_type": str(message.chat.type), "username": sender.username or ""},
+    )

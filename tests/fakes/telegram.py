@@ -1,0 +1,439 @@
+"""A wire-level fake of the Telegram Bot API on 127.0.0.1, for the real python-telegram-bot.
+
+It speaks ``POST /bot<TOKEN>/<method>`` (form, multipart or JSON bodies) and answers
+``{"ok": true, "result": ...}`` or Telegram's error shape. Methods: getMe, deleteWebhook,
+getUpdates (long poll; updates stay until confirmed by a later ``offset``), sendMessage,
+editMessageText, sendChatAction, setMyCommands, deleteMessage.
+
+What tests need from it:
+
+- every call is recorded in :attr:`FakeTelegram.calls` with its time and whether it was refused;
+- HTML text is parsed like Telegram does (unknown or unbalanced tags → "can't parse entities"),
+  the visible text is stored and its length checked against 4096 UTF-16 units;
+- pacing is enforced: a second send/edit to one chat within ``min_gap`` seconds, more than
+  ``group_per_minute`` in a group, or any call while a ``retry_after`` is running is refused
+  with a 429 and counted as a pacing rejection;
+- :meth:`FakeTelegram.fail` injects an error for the next matching call(s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from typing import Any
+
+from aiohttp import web
+
+BOT_ID = 777000
+BOT_USERNAME = "parley_test_bot"
+TOKEN = "777000:TEST-token"
+PACED = {"sendMessage", "editMessageText"}
+_TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler"}
+_JSON_FIELDS = {"reply_parameters", "allowed_updates", "commands", "entities", "reply_markup", "link_preview_options"}
+
+
+class EntityError(ValueError):
+    pass
+
+
+class _Html(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in _TAGS:
+            raise EntityError(f'Unsupported start tag "{tag}"')
+        if tag == "blockquote" and "blockquote" in self.stack:
+            raise EntityError("Blockquote entities can't be nested")
+        if self.stack and self.stack[-1] in ("code", "pre") and not (tag == "code" and self.stack[-1] == "pre"):
+            raise EntityError("Entities can't be nested in pre or code")
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack[-1] != tag:
+            raise EntityError(f'Unmatched end tag "{tag}"')
+        self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse_html(text: str) -> str:
+    """The visible text of Telegram HTML; raises ``EntityError`` where Telegram would refuse it."""
+    parser = _Html()
+    parser.feed(text)
+    parser.close()
+    if parser.stack:
+        raise EntityError(f'Can\'t find end tag corresponding to start tag "{parser.stack[-1]}"')
+    return "".join(parser.text)
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+    status: int = 200
+    refused: str | None = None
+    """Why the fake refused the call: "pacing", "injected", "not_modified", "entities", "too_long", ..."""
+
+    @property
+    def chat(self) -> int | None:
+        chat = self.params.get("chat_id")
+        return int(chat) if chat is not None else None
+
+
+@dataclass
+class BotMessage:
+    chat_id: int
+    message_id: int
+    text: str
+    source: str
+    parse_mode: str | None
+    thread: int | None
+    reply_to: int | None
+    edits: int = 0
+
+
+@dataclass
+class Fault:
+    method: str
+    code: int
+    description: str
+    parameters: dict[str, Any] | None
+    when: Callable[[dict[str, Any]], bool]
+    times: int
+
+
+@dataclass
+class Chat:
+    id: int
+    type: str
+    title: str = ""
+    is_forum: bool = False
+
+
+@dataclass
+class FakeTelegram:
+    """The fake server; ``async with FakeTelegram() as tg:`` listens on an ephemeral port."""
+
+    min_gap: float = 0.9
+    group_per_minute: int = 20
+    calls: list[Call] = field(default_factory=list)
+    messages: dict[tuple[int, int], BotMessage] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    _next_update: int = 1000
+    _next_message: int = 1
+    _blocked: dict[int, float] = field(default_factory=dict)
+    _new_update: asyncio.Event = field(default_factory=asyncio.Event)
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    # server
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def __aenter__(self) -> FakeTelegram:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._new_update.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # test helpers
+
+    def fail(
+        self,
+        method: str,
+        *,
+        code: int = 400,
+        description: str = "Bad Request",
+        parameters: dict[str, Any] | None = None,
+        when: Callable[[dict[str, Any]], bool] = lambda _params: True,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` calls of ``method`` matching ``when`` with this error."""
+        self.faults.append(Fault(method, code, description, parameters, when, times))
+
+    def push(
+        self,
+        chat: Chat,
+        text: str,
+        *,
+        user_id: int = 42,
+        first_name: str = "Ada",
+        thread: int | None = None,
+        reply_to: BotMessage | None = None,
+    ) -> int:
+        """Queue an incoming text message as an update; returns its message id."""
+        message_id = self._next_message
+        self._next_message += 1
+        chat_json: dict[str, Any] = {"id": chat.id, "type": chat.type}
+        if chat.type == "private":
+            chat_json["first_name"] = first_name
+        else:
+            chat_json["title"] = chat.title or "group"
+            if chat.is_forum:
+                chat_json["is_forum"] = True
+        message: dict[str, Any] = {
+            "message_id": message_id,
+            "date": int(time.time()),
+            "chat": chat_json,
+            "from": {"id": user_id, "is_bot": False, "first_name": first_name, "username": first_name.lower()},
+            "text": text,
+        }
+        entities = _entities(text)
+        if entities:
+            message["entities"] = entities
+        if thread is not None:
+            message["message_thread_id"] = thread
+            message["is_topic_message"] = True
+            # Telegram sets the topic's service message as the reply of every topic message.
+            message["reply_to_message"] = {
+                "message_id": thread,
+                "date": int(time.time()),
+                "chat": chat_json,
+                "from": {"id": user_id, "is_bot": False, "first_name": first_name},
+                "forum_topic_created": {"name": "topic", "icon_color": 7322096},
+            }
+        if reply_to is not None:
+            message["reply_to_message"] = {
+                "message_id": reply_to.message_id,
+                "date": int(time.time()),
+                "chat": chat_json,
+                "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parley", "username": BOT_USERNAME},
+                "text": reply_to.text,
+            }
+        self.updates.append({"update_id": self._next_update, "message": message})
+        self._next_update += 1
+        self._new_update.set()
+        return message_id
+
+    def replies_to(self, chat_id: int, message_id: int) -> list[BotMessage]:
+        """The bot's messages that reply to ``message_id``, in order."""
+        found = [m for m in self.messages.values() if m.chat_id == chat_id and m.reply_to == message_id]
+        return sorted(found, key=lambda m: m.message_id)
+
+    def refused(self, reason: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.refused is not None and (reason is None or c.refused == reason)]
+
+    def paced_calls(self, chat_id: int) -> list[Call]:
+        return [c for c in self.calls if c.method in PACED and c.chat == chat_id and c.refused is None]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError("condition not met on the fake Telegram")
+            await asyncio.sleep(0.05)
+
+    # wire
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        if request.match_info["token"] != TOKEN:
+            return _error(401, "Unauthorized")
+        params = await _params(request)
+        method = request.match_info["method"]
+        call = Call(method, params, time.monotonic())
+        self.calls.append(call)
+        for fault in self.faults:
+            if fault.method == method and fault.times > 0 and fault.when(params):
+                fault.times -= 1
+                call.status, call.refused = fault.code, "injected"
+                if fault.code == 429 and fault.parameters and call.chat is not None:
+                    self._blocked[call.chat] = call.at + float(fault.parameters["retry_after"])
+                return _error(fault.code, fault.description, fault.parameters)
+        handler = getattr(self, f"_m_{method}", None)
+        if handler is None:
+            call.status, call.refused = 404, "unknown_method"
+            return _error(404, "Not Found: method not found")
+        if method in PACED:
+            refusal = self._pacing(call)
+            if refusal is not None:
+                call.status, call.refused = 429, "pacing"
+                return _error(429, "Too Many Requests: retry after 1", {"retry_after": 1})
+        try:
+            result = await handler(params)
+        except _Refused as exc:
+            call.status, call.refused = exc.code, exc.reason
+            return _error(exc.code, exc.description)
+        return web.json_response({"ok": True, "result": result})
+
+    def _pacing(self, call: Call) -> str | None:
+        chat = call.chat
+        if chat is None:
+            return None
+        if call.at < self._blocked.get(chat, 0.0):
+            return "blocked"
+        earlier = self.paced_calls(chat)
+        if earlier and call.at - earlier[-1].at < self.min_gap:
+            return "gap"
+        if chat < 0 and len([c for c in earlier if c.at > call.at - 60.0]) >= self.group_per_minute:
+            return "group"
+        return None
+
+    async def _m_getMe(self, params: dict[str, Any]) -> Any:
+        return {
+            "id": BOT_ID,
+            "is_bot": True,
+            "first_name": "Parley",
+            "username": BOT_USERNAME,
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+        }
+
+    async def _m_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_setMyCommands(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_sendChatAction(self, params: dict[str, Any]) -> Any:
+        return True
+
+    async def _m_deleteMessage(self, params: dict[str, Any]) -> Any:
+        self.messages.pop((int(params["chat_id"]), int(params["message_id"])), None)
+        return True
+
+    async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
+        offset = int(params.get("offset") or 0)
+        if offset:
+            self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        limit = int(params.get("limit") or 100)
+        deadline = time.monotonic() + float(params.get("timeout") or 0)
+        while not self.updates and time.monotonic() < deadline:
+            self._new_update.clear()
+            try:
+                await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                break
+        return self.updates[:limit]
+
+    def _text(self, params: dict[str, Any]) -> tuple[str, str, str | None]:
+        source = str(params.get("text", ""))
+        mode = params.get("parse_mode") or None
+        text = source
+        if mode == "HTML":
+            try:
+                text = parse_html(source)
+            except EntityError as exc:
+                raise _Refused(400, "entities", f"Bad Request: can't parse entities: {exc}") from None
+        elif mode is not None:
+            raise _Refused(400, "entities", f"Bad Request: unsupported parse_mode {mode}")
+        if not text.strip():
+            raise _Refused(400, "empty", "Bad Request: message text is empty")
+        if utf16_len(text) > 4096:
+            raise _Refused(400, "too_long", "Bad Request: message is too long")
+        return text, source, mode
+
+    async def _m_sendMessage(self, params: dict[str, Any]) -> Any:
+        text, source, mode = self._text(params)
+        chat_id = int(params["chat_id"])
+        reply = params.get("reply_parameters") or {}
+        thread = int(params["message_thread_id"]) if params.get("message_thread_id") else None
+        message = BotMessage(
+            chat_id, self._next_message, text, source, mode, thread, reply.get("message_id") if reply else None
+        )
+        self._next_message += 1
+        self.messages[(chat_id, message.message_id)] = message
+        return self._json(message)
+
+    async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
+        text, source, mode = self._text(params)
+        key = (int(params["chat_id"]), int(params["message_id"]))
+        message = self.messages.get(key)
+        if message is None:
+            raise _Refused(400, "not_found", "Bad Request: message to edit not found")
+        if message.source == source and message.parse_mode == mode:
+            raise _Refused(
+                400,
+                "not_modified",
+                "Bad Request: message is not modified: specified new message content and reply markup are "
+                "exactly the same as a current content and reply markup of the message",
+            )
+        message.text, message.source, message.parse_mode = text, source, mode
+        message.edits += 1
+        return self._json(message)
+
+    @staticmethod
+    def _json(message: BotMessage) -> dict[str, Any]:
+        chat_type = "private" if message.chat_id > 0 else "supergroup"
+        result: dict[str, Any] = {
+            "message_id": message.message_id,
+            "date": int(time.time()),
+            "chat": {"id": message.chat_id, "type": chat_type},
+            "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parley", "username": BOT_USERNAME},
+            "text": message.text,
+        }
+        if message.thread is not None:
+            result["message_thread_id"] = message.thread
+            result["is_topic_message"] = True
+        return result
+
+
+class _Refused(Exception):
+    def __init__(self, code: int, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.code, self.reason, self.description = code, reason, description
+
+
+def _error(code: int, description: str, parameters: dict[str, Any] | None = None) -> web.Response:
+    body: dict[str, Any] = {"ok": False, "error_code": code, "description": description}
+    if parameters:
+        body["parameters"] = parameters
+    return web.json_response(body, status=code)
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    if request.content_type == "application/json":
+        data = await request.json()
+        return dict(data) if isinstance(data, dict) else {}
+    form = await request.post()
+    params: dict[str, Any] = {}
+    for key, value in form.items():
+        text = value if isinstance(value, str) else str(value)
+        if key in _JSON_FIELDS:
+            try:
+                params[key] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        params[key] = text
+    return params
+
+
+def _entities(text: str) -> list[dict[str, Any]]:
+    """Mention and leading-command entities, as Telegram would attach them (UTF-16 offsets)."""
+    found: list[dict[str, Any]] = []
+    words = text.split(" ")
+    position = 0
+    for index, word in enumerate(words):
+        offset = utf16_len(text[:position])
+        if word.startswith("@") and len(word) > 1:
+            found.append({"type": "mention", "offset": offset, "length": utf16_len(word)})
+        elif index == 0 and word.startswith("/") and len(word) > 1:
+            found.append({"type": "bot_command", "offset": 0, "length": utf16_len(word)})
+        position += len(word) + 1
+    return found
