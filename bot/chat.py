@@ -165,11 +165,13 @@ class ChatService:
             status = TurnStatus.FAILED
             try:
                 yield exchange
-                status = TurnStatus.STOPPED if exchange.stopped else TurnStatus.COMPLETE
+                status = TurnStatus.COMPLETE
             except asyncio.CancelledError:
                 status = TurnStatus.INTERRUPTED
                 raise
             finally:
+                if exchange.stopped:
+                    status = TurnStatus.STOPPED
                 del self.running[key]
                 await reply.aclose()
                 usage = reply.usage

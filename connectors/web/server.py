@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "web"
+USER = web.RequestKey("user", str)
+"""Who is asking: ``local`` without API keys, otherwise an id derived from the key."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -174,9 +176,9 @@ class WebServer:
             digest = hashlib.sha256(token.strip().encode()).hexdigest()
             if scheme.lower() != "bearer" or not any(hmac.compare_digest(digest, known) for known in self._keys):
                 raise ApiError(401, "unauthorized", "send Authorization: Bearer <API key>")
-            request["user"] = "key-" + digest[:16]
+            request[USER] = "key-" + digest[:16]
         else:
-            request["user"] = "local"
+            request[USER] = "local"
         return await handler(request)
 
     # routes
@@ -197,7 +199,7 @@ class WebServer:
 
     async def _conversation(self, request: web.Request) -> web.Response:
         conversation_id = request.match_info["conversation_id"]
-        await self._owned(conversation_id, request["user"])
+        await self._owned(conversation_id, request[USER])
         turns = await self.parley.store.turns(conversation_id, since_reset=False)
         return web.json_response(
             {
@@ -225,7 +227,7 @@ class WebServer:
             raise ApiError(400, "bad_json", "the body is not valid JSON") from None
         engine = self.parley.settings.engine
         ask = parse_chat_request(body, max_chars=self.settings.max_message_chars, max_tokens=engine.max_tokens)
-        user = request["user"]
+        user = request[USER]
         if ask.conversation_id is None:
             conversation_id = uuid4().hex
             key = ConversationKey(PLATFORM, conversation_id, None, user)

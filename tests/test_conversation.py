@@ -1,0 +1,43 @@
+"""The scope policy: which messages share a conversation."""
+
+import pytest
+
+from bot.conversation import ConversationKey, IncomingMessage, Scope, conversation_key
+
+
+def message(**fields: object) -> IncomingMessage:
+    base: dict[str, object] = {"platform": "p", "channel": "c", "user": "u", "message_id": "m", "text": "hi"}
+    return IncomingMessage(**(base | fields))  # type: ignore[arg-type]
+
+
+def test_direct_message_is_per_user_whatever_the_channel_scope() -> None:
+    for scope in Scope:
+        assert conversation_key(message(is_direct=True), scope) == ConversationKey("p", "c", None, "u")
+
+
+def test_group_channel_is_per_user_by_default() -> None:
+    alice = conversation_key(message(user="alice"))
+    bob = conversation_key(message(user="bob"))
+    assert alice != bob
+    assert alice == ConversationKey("p", "c", None, "alice")
+
+
+def test_shared_channel_is_one_conversation() -> None:
+    alice = conversation_key(message(user="alice"), Scope.SHARED)
+    bob = conversation_key(message(user="bob"), Scope.SHARED)
+    assert alice == bob == ConversationKey("p", "c", None, None)
+
+
+@pytest.mark.parametrize("scope", list(Scope))
+def test_thread_is_shared_by_its_members(scope: Scope) -> None:
+    alice = conversation_key(message(user="alice", thread="t"), scope)
+    bob = conversation_key(message(user="bob", thread="t"), scope)
+    assert alice == bob == ConversationKey("p", "c", "t", None)
+    assert alice != conversation_key(message(user="alice", thread="t2"), scope)
+
+
+def test_keys_are_frozen_and_hashable() -> None:
+    key = ConversationKey("p", "c")
+    with pytest.raises(AttributeError):
+        key.channel = "other"  # type: ignore[misc]
+    assert {key: 1}[ConversationKey("p", "c")] == 1

@@ -1,0 +1,97 @@
+"""The SQLite store on a real file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.conversation import ConversationKey, Scope
+from bot.errors import StoreError
+from bot.store import MIGRATIONS, ChannelSettings, Store, TurnStatus
+
+KEY = ConversationKey("telegram", "42", None, "7")
+
+
+async def test_history_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with Store(path) as store:
+        conversation = await store.conversation(KEY)
+        await store.add_turn(conversation, "user", "hello")
+        await store.add_turn(conversation, "assistant", "hi there", token_count=3, message_ids=("m1", "m2"))
+    async with Store(path) as store:
+        assert await store.conversation(KEY) == conversation
+        turns = await store.turns(conversation)
+        assert [(t.role, t.text) for t in turns] == [("user", "hello"), ("assistant", "hi there")]
+        assert turns[1].message_ids == ("m1", "m2")
+        assert turns[1].token_count == 3
+        found = await store.get_conversation(conversation)
+        assert found is not None
+        assert found.key == KEY
+
+
+async def test_reply_cut_off_by_a_crash_is_marked_interrupted_with_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    store = Store(path)
+    await store.open()
+    conversation = await store.conversation(KEY)
+    turn = await store.add_turn(conversation, "assistant", "", status=TurnStatus.STREAMING)
+    await store.update_turn(turn, text="half a rep")
+    # Simulate a crash: the connection is dropped without any clean-up of the turn.
+    await store.close()
+    async with Store(path) as reopened:
+        assert reopened.recovered == 1
+        (saved,) = await reopened.turns(conversation)
+        assert saved.status is TurnStatus.INTERRUPTED
+        assert saved.text == "half a rep"
+
+
+async def test_keys_with_and_without_thread_or_user_are_distinct(tmp_path: Path) -> None:
+    async with Store(tmp_path / "p.db") as store:
+        ids = {
+            await store.conversation(ConversationKey("slack", "C1")),
+            await store.conversation(ConversationKey("slack", "C1", "t1")),
+            await store.conversation(ConversationKey("slack", "C1", None, "U1")),
+            await store.conversation(ConversationKey("slack", "C1", "t1", "U1")),
+        }
+        assert len(ids) == 4
+        assert await store.conversation(ConversationKey("slack", "C1", "t1")) in ids
+
+
+async def test_reset_hides_earlier_turns_from_history_only(tmp_path: Path) -> None:
+    async with Store(tmp_path / "p.db") as store:
+        conversation = await store.conversation(KEY)
+        await store.add_turn(conversation, "user", "old")
+        await store.reset(conversation)
+        await store.add_turn(conversation, "user", "new")
+        assert [t.text for t in await store.turns(conversation)] == ["new"]
+        assert [t.text for t in await store.turns(conversation, since_reset=False)] == ["old", "new"]
+
+
+async def test_channel_settings_persist(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with Store(path) as store:
+        assert store.channel_settings("discord", "1") == ChannelSettings()
+        await store.set_channel_settings("discord", "1", ChannelSettings("Be terse.", Scope.SHARED))
+    async with Store(path) as store:
+        assert store.channel_settings("discord", "1") == ChannelSettings("Be terse.", Scope.SHARED)
+
+
+async def test_schema_is_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    async with Store(path):
+        pass
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(StoreError, match="newer than this Parley"):
+        await Store(path).open()
+
+
+async def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot open database"):
+        await Store(blocker / "sub" / "p.db").open()

@@ -1,0 +1,209 @@
+"""End to end: the app on an ephemeral port, the real model, a real SQLite file, the HTTP API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.app import Parley
+from bot.store import TurnStatus
+from tests.conftest import MakeSettings
+
+
+async def sse(response: aiohttp.ClientResponse) -> list[dict[str, Any]]:
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"].startswith("text/event-stream")
+    events = []
+    async for raw in response.content:
+        line = raw.decode().strip()
+        if line.startswith("data: "):
+            events.append(json.loads(line.removeprefix("data: ")))
+    return events
+
+
+@pytest.fixture
+async def app(make_settings: MakeSettings) -> AsyncIterator[Parley]:
+    async with Parley(make_settings()) as parley:
+        yield parley
+
+
+def url(app: Parley, path: str) -> str:
+    assert app.web is not None
+    return app.web.url + path
+
+
+async def test_streams_a_reply_and_keeps_the_conversation(app: Parley) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url(app, "/api/chat"), json={"message": "My name is Ada. Say hello."}) as response:
+            events = await sse(response)
+        deltas = [e["delta"] for e in events if "delta" in e]
+        final = events[-1]
+        assert len(deltas) > 3
+        assert final["done"] is True
+        assert final["text"] == "".join(deltas)
+        assert final["usage"]["completion_tokens"] > 0
+        conversation_id = final["conversation_id"]
+        assert all(e["conversation_id"] == conversation_id for e in events)
+
+        body = {"message": "What is my name?", "conversation_id": conversation_id, "stream": False}
+        async with http.post(url(app, "/api/chat"), json=body) as response:
+            assert response.status == 200
+            second = await response.json()
+        assert second["conversation_id"] == conversation_id
+        assert second["text"].strip()
+        # The first exchange is in the second prompt.
+        assert second["usage"]["prompt_tokens"] > final["usage"]["prompt_tokens"] + final["usage"]["completion_tokens"]
+
+        async with http.get(url(app, f"/api/conversations/{conversation_id}")) as response:
+            history = await response.json()
+        assert [t["role"] for t in history["turns"]] == ["user", "assistant", "user", "assistant"]
+        assert history["turns"][0]["text"] == "My name is Ada. Say hello."
+        assert history["turns"][1]["text"] == final["text"]
+        assert history["turns"][3]["text"] == second["text"]
+
+
+async def test_the_conversation_survives_a_restart(make_settings: MakeSettings) -> None:
+    settings = make_settings()
+    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+        async with http.post(url(app, "/api/chat"), json={"message": "Remember: blue.", "stream": False}) as response:
+            first = await response.json()
+    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+        conversation_id = first["conversation_id"]
+        async with http.get(url(app, f"/api/conversations/{conversation_id}")) as response:
+            assert response.status == 200
+            turns = (await response.json())["turns"]
+        assert [t["text"] for t in turns] == ["Remember: blue.", first["text"]]
+        body = {"message": "Which colour?", "conversation_id": conversation_id, "stream": False}
+        async with http.post(url(app, "/api/chat"), json=body) as response:
+            second = await response.json()
+        assert second["usage"]["prompt_tokens"] > first["usage"]["prompt_tokens"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (b"{not json", 400, "bad_json"),
+        (b"[1, 2]", 400, "invalid_request"),
+        (b"{}", 400, "invalid_request"),
+        (b'{"message": "   "}', 400, "invalid_request"),
+        (b'{"message": 5}', 400, "invalid_request"),
+        (b'{"message": "hi", "max_tokens": 0}', 400, "invalid_request"),
+        (b'{"message": "hi", "max_tokens": true}', 400, "invalid_request"),
+        (b'{"message": "hi", "temperature": 9}', 400, "invalid_request"),
+        (b'{"message": "hi", "stream": "yes"}', 400, "invalid_request"),
+        (b'{"message": "hi", "conversation_id": "nope"}', 404, "not_found"),
+        (json.dumps({"message": "x" * 8001}).encode(), 413, "message_too_long"),
+        (b"x" * 200_000, 413, "request_too_large"),
+    ],
+)
+async def test_bad_requests_get_json_errors_and_store_nothing(app: Parley, body: bytes, status: int, kind: str) -> None:
+    async with aiohttp.ClientSession() as http, http.post(url(app, "/api/chat"), data=body) as response:
+        assert response.status == status
+        error = (await response.json())["error"]
+    assert error["type"] == kind
+    assert error["message"]
+    stats = await app.store.channel_stats("web", "any")
+    assert stats.turns == 0
+    async with app.store.db.execute("SELECT COUNT(*) FROM turns") as cursor:
+        assert (await cursor.fetchone()) == (0,)
+
+
+async def test_a_prompt_too_long_for_the_context_is_an_error_event(make_settings: MakeSettings) -> None:
+    settings = make_settings(engine={"n_ctx": 512, "max_tokens": 32})
+    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+        body = {"message": "lorem ipsum " * 600}
+        async with http.post(url(app, "/api/chat"), json=body) as response:
+            events = await sse(response)
+        assert events[-1]["done"] is True
+        assert events[-1]["error"]["type"] == "ContextOverflow"
+        async with http.post(url(app, "/api/chat"), json=body | {"stream": False}) as response:
+            assert response.status == 413
+        async with http.post(url(app, "/api/chat"), json={"message": "hi", "stream": False}) as response:
+            assert response.status == 200
+
+
+async def test_api_keys_are_required_and_scope_conversations(make_settings: MakeSettings) -> None:
+    settings = make_settings(web={"api_keys": ["alpha", "beta"]})
+    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+        chat = url(app, "/api/chat")
+        body = {"message": "hi", "stream": False}
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic alpha"}):
+            async with http.post(chat, json=body, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["type"] == "unauthorized"
+        async with http.post(chat, json=body, headers={"Authorization": "Bearer alpha"}) as response:
+            assert response.status == 200
+            conversation_id = (await response.json())["conversation_id"]
+        path = url(app, f"/api/conversations/{conversation_id}")
+        async with http.get(path, headers={"Authorization": "Bearer alpha"}) as response:
+            assert response.status == 200
+        async with http.get(path, headers={"Authorization": "Bearer beta"}) as response:
+            assert response.status == 404
+        async with http.get(url(app, "/")) as response:
+            assert response.status == 200  # the page itself holds no data; it asks for the key
+
+
+async def test_health_is_503_until_ready_then_200(make_settings: MakeSettings) -> None:
+    app = Parley(make_settings())
+    assert app.web is not None
+    await app.web.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(url(app, "/healthz")) as response:
+            assert response.status == 503
+    finally:
+        await app.web.stop()
+    async with Parley(make_settings()) as app, aiohttp.ClientSession() as http:
+        async with http.get(url(app, "/healthz")) as response:
+            assert response.status == 200
+            health = await response.json()
+        assert health["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        assert health["components"]["engine"] == "ready"
+
+
+async def test_a_client_that_leaves_stops_the_reply_and_frees_the_engine(make_settings: MakeSettings) -> None:
+    async with Parley(make_settings(engine={"max_tokens": 400})) as app, aiohttp.ClientSession() as http:
+        response = await http.post(url(app, "/api/chat"), json={"message": "Write a very long story."})
+        chunks = 0
+        async for _ in response.content:
+            chunks += 1
+            if chunks == 6:
+                break
+        response.close()  # hang up mid-stream
+        conversation_id = None
+        for _ in range(100):
+            async with app.store.db.execute(
+                "SELECT conversation_id, status, text FROM turns WHERE role='assistant'"
+            ) as c:
+                row = await c.fetchone()
+            if row and row[1] != TurnStatus.STREAMING:
+                conversation_id = row[0]
+                break
+            await asyncio.sleep(0.05)
+        assert conversation_id is not None, "the reply ended"
+        assert row is not None
+        assert row[1] == TurnStatus.STOPPED
+        assert row[2], "the partial text is kept"
+        async with http.post(url(app, "/api/chat"), json={"message": "hi", "stream": False}) as response:
+            assert response.status == 200
+
+
+async def test_shutdown_lets_a_running_reply_finish(make_settings: MakeSettings) -> None:
+    app = Parley(make_settings(engine={"max_tokens": 64}))
+    await app.start()
+    async with aiohttp.ClientSession() as http:
+        response = await http.post(url(app, "/api/chat"), json={"message": "Tell me about the moon."})
+        first = await response.content.readline()
+        assert first.startswith(b"data: ")
+        stopping = asyncio.create_task(app.stop())
+        events = [json.loads(first.decode().removeprefix("data: "))]
+        async for raw in response.content:
+            if raw.startswith(b"data: "):
+                events.append(json.loads(raw.decode().removeprefix("data: ")))
+        await stopping
+    assert events[-1]["done"] is True
+    assert events[-1]["text"] == "".join(e.get("delta", "") for e in events[:-1])
