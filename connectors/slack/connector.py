@@ -1,0 +1,268 @@
+"""The Slack connector: slack-bolt's ``AsyncApp`` over Socket Mode or the Events API.
+
+Transport: Socket Mode when ``PARLEY_SLACK__APP_TOKEN`` is set (no public URL needed), otherwise
+``POST /slack/events`` on Parley's web server, verified with ``PARLEY_SLACK__SIGNING_SECRET``.
+``PARLEY_SLACK__API_URL`` moves the Web API (and so ``apps.connections.open``) elsewhere.
+
+Bolt acknowledges each event before our listener runs (``process_before_response`` is off), so
+Slack's 3 s deadline is met whatever the model does. A retried delivery carries the same
+``event_id`` and is dropped; the two copies of a channel mention (``app_mention`` and ``message``)
+share ``(channel, ts)`` and only the first is delivered. Which messages are answered, and in
+which thread, is decided in :mod:`connectors.slack.events`.
+
+``send``/``edit`` are single ``chat.postMessage``/``chat.update`` calls: no sleeping, no retries.
+``ratelimited`` (HTTP 429) becomes ``RateLimited(Retry-After)``, ``msg_too_long`` becomes
+``MessageTooLong``, anything else ``ConnectorError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.app.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.conversation import Destination
+from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
+from bot.pacing import Pacing
+from bot.settings import SlackSettings
+from connectors.slack.events import BotIdentity, RecentKeys, is_from_a_person, translate, user_name_of
+from connectors.slack.mrkdwn import to_mrkdwn
+
+if TYPE_CHECKING:
+    from connectors.web.server import WebServer
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+DEFAULT_API_URL = "https://slack.com/api/"
+MAX_MESSAGE_CHARS = 3000
+"""Markdown per message. Rendering as mrkdwn adds a little (escapes, link brackets), and
+``chat.update`` refuses text near 4,000 characters, so this keeps each message under ~3,500."""
+CONNECT_TIMEOUT = 30.0
+LOOKUP_TIMEOUT = 3.0
+
+
+def api_base(url: str | None) -> str:
+    """The Web API base URL as slack_sdk wants it (ending in ``/api/``)."""
+    if not url:
+        return DEFAULT_API_URL
+    base = url.rstrip("/")
+    if not base.endswith("/api"):
+        base += "/api"
+    return base + "/"
+
+
+def _api_error(exc: SlackApiError, method: str) -> ConnectorError:
+    response = exc.response
+    error = str(response.get("error", "")) if isinstance(response.data, dict) else ""
+    if response.status_code == 429 or error == "ratelimited":
+        headers = {str(k).lower(): str(v) for k, v in (response.headers or {}).items()}
+        try:
+            retry_after = float(headers.get("retry-after", "1"))
+        except ValueError:
+            retry_after = 1.0
+        return RateLimited(retry_after, f"Slack {method} rate-limited for {retry_after:.0f}s")
+    if error == "msg_too_long":
+        return MessageTooLong(f"Slack {method}: msg_too_long")
+    return ConnectorError(f"Slack {method} failed: {error or f'HTTP {response.status_code}'}")
+
+
+class SlackConnector(Connector):
+    """Slack through slack-bolt; see the module docstring for the transport and the rules."""
+
+    name = "slack"
+
+    def __init__(self, settings: SlackSettings, web_server: WebServer | None) -> None:
+        super().__init__()
+        if settings.bot_token is None:
+            raise ConfigError("PARLEY_SLACK__BOT_TOKEN is not set")
+        # Slack allows about one message per second per channel; chat.update is tier-limited on top,
+        # which we learn from its 429s rather than guess.
+        self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_CHARS, pacing=Pacing(min_interval=1.0))
+        self._app_token = settings.app_token.get_secret_value() if settings.app_token is not None else None
+        if self._app_token is None:
+            if web_server is None:
+                raise ConfigError(
+                    "Slack without PARLEY_SLACK__APP_TOKEN (Socket Mode) receives events over HTTP and needs "
+                    "the web server: set PARLEY_WEB__ENABLED=true, or set PARLEY_SLACK__APP_TOKEN"
+                )
+            if settings.signing_secret is None:
+                raise ConfigError(
+                    "Slack over HTTP (no PARLEY_SLACK__APP_TOKEN) needs PARLEY_SLACK__SIGNING_SECRET to verify requests"
+                )
+            # The web server starts before connectors and aiohttp freezes its router then.
+            web_server.add_route("POST", EVENTS_PATH, self._http_events)
+        secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
+        self.client = AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=api_base(settings.api_url))
+        self._app = AsyncApp(
+            client=self.client,
+            signing_secret=secret,
+            # Socket Mode requests are not signed; Bolt skips the check for them anyway.
+            request_verification_enabled=self._app_token is None,
+            name="parley",
+            logger=logging.getLogger("parley.slack.bolt"),
+        )
+        self._app.event("message")(self._on_message)
+        self._app.event("app_mention")(self._on_mention)
+        self._sink: InboundSink | None = None
+        self._handler: AsyncSocketModeHandler | None = None
+        self._identity: BotIdentity | None = None
+        self._state = "stopped"
+        self._events = RecentKeys()
+        self._messages = RecentKeys()
+        self.threads = RecentKeys(8192)
+        """``(channel, thread_ts)`` of threads the bot takes part in (see :mod:`connectors.slack.events`)."""
+        self._people: dict[str, tuple[str, bool]] = {}
+
+    @property
+    def socket_mode(self) -> bool:
+        return self._app_token is not None
+
+    @property
+    def identity(self) -> BotIdentity | None:
+        return self._identity
+
+    # lifecycle
+
+    async def start(self, sink: InboundSink) -> None:
+        self._state = "starting"
+        try:
+            auth = await self.client.auth_test()
+        except SlackApiError as exc:
+            self._state = "failed"
+            raise ConnectorError(f"Slack auth.test failed: {exc.response.get('error')}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._state = "failed"
+            raise ConnectorError(f"Slack auth.test failed: {exc!r}") from exc
+        self._identity = BotIdentity(str(auth["user_id"]), auth.get("bot_id"))
+        self._sink = sink
+        log.info("slack: signed in as %s (%s)", auth.get("user"), self._identity.user_id)
+        if self._app_token is not None:
+            await self._connect_socket(self._app_token)
+        self._state = "running"
+
+    async def _connect_socket(self, app_token: str) -> None:
+        handler = self._handler = AsyncSocketModeHandler(self._app, app_token)
+        client = handler.client
+        try:
+            # Ask for the URL ourselves: the client's connect() retries failures forever, and a bad
+            # app token should stop start-up with a clear message instead.
+            client.wss_uri = await client.issue_new_wss_url()
+            await asyncio.wait_for(handler.connect_async(), CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
+        except SlackApiError as exc:
+            self._state = "failed"
+            raise ConnectorError(f"Slack apps.connections.open failed: {exc.response.get('error')}") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._state = "failed"
+            raise ConnectorError(f"Slack Socket Mode connection failed: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        self._sink = None
+        self._state = "stopped"
+        handler, self._handler = self._handler, None
+        if handler is not None:
+            try:
+                await handler.close_async()  # type: ignore[no-untyped-call]
+            except Exception:  # shutting down: note it and carry on closing the rest
+                log.warning("slack: closing the Socket Mode connection failed", exc_info=True)
+
+    def status(self) -> str:
+        if self._state == "running" and self._handler is not None:
+            session = self._handler.client.current_session
+            if session is None or session.closed:
+                return "reconnecting"
+        return self._state
+
+    # inbound
+
+    async def _http_events(self, request: web.Request) -> web.StreamResponse:
+        if self._sink is None:
+            # Not started (or stopping): Slack retries later, and the retry is answered then.
+            return web.json_response({"error": "starting"}, status=503)
+        response = await self._app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def _on_message(self, body: dict[str, Any]) -> None:
+        await self._on_event(body, mentioned=False)
+
+    async def _on_mention(self, body: dict[str, Any]) -> None:
+        await self._on_event(body, mentioned=True)
+
+    async def _on_event(self, body: Mapping[str, Any], *, mentioned: bool) -> None:
+        event = body.get("event")
+        identity, sink = self._identity, self._sink
+        if not isinstance(event, Mapping) or identity is None or sink is None:
+            return
+        event_id = body.get("event_id")
+        if isinstance(event_id, str) and not self._events.add(event_id):
+            log.debug("slack: dropping retried event %s", event_id)
+            return
+        if not is_from_a_person(event, identity):
+            return
+        if not self._messages.add((event["channel"], event["ts"])):
+            return  # the other copy of a mention, or a retry under a new event id
+        name, admin = await self._person(event)
+        message = translate(event, identity, self.threads, mentioned=mentioned, user_name=name, is_admin=admin)
+        if message is None:
+            return
+        if message.addressed and message.thread is not None and not message.is_direct:
+            self.threads.add((message.channel, message.thread))
+        sink.submit(message, self)
+
+    async def _person(self, event: Mapping[str, Any]) -> tuple[str, bool]:
+        """Display name and workspace-admin flag (``users.info``, cached; the user id if unknown)."""
+        user = str(event["user"])
+        known = self._people.get(user)
+        if known is not None:
+            return known
+        name, admin = user_name_of(event) or user, False
+        try:
+            info = await asyncio.wait_for(self.client.users_info(user=user), LOOKUP_TIMEOUT)
+            person = info.get("user") or {}
+            profile = person.get("profile") or {}
+            name = profile.get("display_name") or profile.get("real_name") or person.get("name") or name
+            admin = bool(person.get("is_admin") or person.get("is_owner"))
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            # A missing users:read scope should not stop the bot from answering.
+            log.debug("slack: users.info for %s failed: %s", user, exc)
+        if len(self._people) > 4096:
+            self._people.clear()
+        self._people[user] = (str(name), admin)
+        return str(name), admin
+
+    # outbound
+
+    async def send(self, destination: Destination, text: str) -> SentMessage:
+        try:
+            response = await self.client.chat_postMessage(
+                channel=destination.channel,
+                text=to_mrkdwn(text),
+                thread_ts=destination.thread,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            raise _api_error(exc, "chat.postMessage") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectorError(f"Slack chat.postMessage failed: {exc!r}") from exc
+        if destination.thread is not None and not destination.channel.startswith("D"):
+            self.threads.add((destination.channel, destination.thread))
+        return SentMessage(id=str(response["ts"]), destination=destination)
+
+    async def edit(self, message: SentMessage, text: str) -> None:
+        try:
+            await self.client.chat_update(channel=message.destination.channel, ts=message.id, text=to_mrkdwn(text))
+        except SlackApiError as exc:
+            raise _api_error(exc, "chat.update") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectorError(f"Slack chat.update failed: {exc!r}") from exc

@@ -1,0 +1,334 @@
+"""A wire-level fake of Slack on 127.0.0.1: the Web API methods Parley uses and Socket Mode.
+
+Web API: ``POST /api/<method>`` with a Bearer token, JSON or form bodies (slack_sdk sends both),
+answering ``{"ok": ...}``. Implemented: ``auth.test``, ``apps.connections.open``, ``users.info``,
+``chat.postMessage``, ``chat.update``. Socket Mode: ``GET /link`` upgrades to a websocket that
+says ``hello``, then carries the envelopes :meth:`FakeSlack.send_event` pushes and reads acks.
+
+Like Slack, it posts a ``message`` event for each message the bot posts (``echo``), rejects
+``chat.update`` text over 4,000 characters (``msg_too_long``) and, when ``min_gap`` is set,
+answers 429 ``ratelimited`` with ``Retry-After`` to a chat call that comes sooner than
+``min_gap`` seconds after the previous one in the same channel. :meth:`FakeSlack.rate_limit`
+forces 429s. Every call is recorded with its loop time, and rejected calls are marked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+UPDATE_LIMIT = 4000
+POST_LIMIT = 40000
+
+
+@dataclass
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float
+    status: int = 200
+    error: str | None = None
+
+    @property
+    def rejected(self) -> bool:
+        return self.status != 200 or self.error is not None
+
+
+@dataclass
+class Posted:
+    channel: str
+    ts: str
+    thread_ts: str | None
+    text: str
+    history: list[str] = field(default_factory=list)
+
+
+class FakeSlack:
+    """``async with FakeSlack() as slack:``; ``slack.url`` is the base for ``PARLEY_SLACK__API_URL``."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        app_token: str = "xapp-test",
+        bot_user: str = "UBOT",
+        bot_id: str = "BBOT",
+        min_gap: float | None = 0.5,
+        echo: bool = True,
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.bot_user = bot_user
+        self.bot_id = bot_id
+        self.min_gap = min_gap
+        self.echo = echo
+        self.calls: list[Call] = []
+        self.messages: dict[str, Posted] = {}
+        self.acks: list[dict[str, Any]] = []
+        self.sockets: list[web.WebSocketResponse] = []
+        self.connected = asyncio.Event()
+        self._forced: dict[str, list[float]] = {}
+        self._last_accepted: dict[str, float] = {}
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ts = itertools.count(1)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # lifecycle
+
+    async def __aenter__(self) -> FakeSlack:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/link", self._socket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for ws in list(self.sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # what tests look at
+
+    def calls_to(self, method: str, channel: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.method == method and (channel is None or c.params.get("channel") == channel)]
+
+    def chat_calls(self, channel: str) -> list[Call]:
+        return [c for c in self.calls if c.method.startswith("chat.") and c.params.get("channel") == channel]
+
+    @property
+    def rejected(self) -> list[Call]:
+        return [c for c in self.calls if c.rejected]
+
+    def posted(self, channel: str, thread_ts: str | None = None, *, any_thread: bool = False) -> list[Posted]:
+        return [m for m in self.messages.values() if m.channel == channel and (any_thread or m.thread_ts == thread_ts)]
+
+    def rate_limit(self, method: str, *, times: int = 1, retry_after: float = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with 429 and ``Retry-After``."""
+        self._forced.setdefault(method, []).extend([retry_after] * times)
+
+    # the Web API
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        if request.content_type == "application/json":
+            params = dict(await request.json())
+        else:
+            params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or params.get("token", "")
+        call = Call(method, params, asyncio.get_running_loop().time())
+        self.calls.append(call)
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            return self._error(call, "invalid_auth")
+        forced = self._forced.get(method)
+        if forced:
+            return self._limited(call, forced.pop(0))
+        handler = {
+            "auth.test": self._auth_test,
+            "apps.connections.open": self._connections_open,
+            "users.info": self._users_info,
+            "chat.postMessage": self._post_message,
+            "chat.update": self._update,
+        }.get(method)
+        if handler is None:
+            return self._error(call, "unknown_method")
+        if method.startswith("chat."):
+            channel = str(params.get("channel", ""))
+            last = self._last_accepted.get(channel)
+            if self.min_gap is not None and last is not None and call.at - last < self.min_gap:
+                return self._limited(call, 1)
+        return handler(call)
+
+    def _error(self, call: Call, error: str) -> web.Response:
+        call.error = error
+        return web.json_response({"ok": False, "error": error})
+
+    def _limited(self, call: Call, retry_after: float) -> web.Response:
+        call.status, call.error = 429, "ratelimited"
+        return web.json_response(
+            {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(int(retry_after))}
+        )
+
+    def _auth_test(self, _call: Call) -> web.Response:
+        return web.json_response(
+            {
+                "ok": True,
+                "url": "https://fake.slack.test/",
+                "team": "Fake",
+                "user": "parley",
+                "team_id": "T1",
+                "user_id": self.bot_user,
+                "bot_id": self.bot_id,
+            }
+        )
+
+    def _connections_open(self, _call: Call) -> web.Response:
+        return web.json_response({"ok": True, "url": f"ws://127.0.0.1:{self.port}/link?ticket={uuid.uuid4().hex}"})
+
+    def _users_info(self, call: Call) -> web.Response:
+        user = str(call.params.get("user", ""))
+        profile = {"display_name": f"name-{user}", "real_name": f"Real {user}"}
+        return web.json_response({"ok": True, "user": {"id": user, "name": user.lower(), "profile": profile}})
+
+    def _post_message(self, call: Call) -> web.Response:
+        channel, text = str(call.params.get("channel", "")), str(call.params.get("text", ""))
+        if not channel:
+            return self._error(call, "channel_not_found")
+        if not text.strip():
+            return self._error(call, "no_text")
+        if len(text) > POST_LIMIT:
+            return self._error(call, "msg_too_long")
+        number = next(self._ts)
+        ts = f"{1800000000 + number}.{number:06d}"
+        thread = call.params.get("thread_ts")
+        posted = Posted(channel, ts, str(thread) if thread else None, text, [text])
+        self.messages[ts] = posted
+        self._last_accepted[channel] = call.at
+        self._echo(posted)
+        return web.json_response({"ok": True, "channel": channel, "ts": ts, "message": {"text": text, "ts": ts}})
+
+    def _update(self, call: Call) -> web.Response:
+        ts, text = str(call.params.get("ts", "")), str(call.params.get("text", ""))
+        posted = self.messages.get(ts)
+        if posted is None or posted.channel != call.params.get("channel"):
+            return self._error(call, "message_not_found")
+        if len(text) > UPDATE_LIMIT:
+            return self._error(call, "msg_too_long")
+        posted.text = text
+        posted.history.append(text)
+        self._last_accepted[posted.channel] = call.at
+        return web.json_response({"ok": True, "channel": posted.channel, "ts": ts, "text": text})
+
+    def _echo(self, posted: Posted) -> None:
+        """Slack tells the app about its own messages too; the bot must ignore them."""
+        if not self.echo or not self.sockets:
+            return
+        event: dict[str, Any] = {
+            "type": "message",
+            "channel": posted.channel,
+            "channel_type": "im" if posted.channel.startswith("D") else "channel",
+            "user": self.bot_user,
+            "bot_id": self.bot_id,
+            "text": posted.text,
+            "ts": posted.ts,
+        }
+        if posted.thread_ts:
+            event["thread_ts"] = posted.thread_ts
+            event["parent_user_id"] = "U1"
+        task = asyncio.ensure_future(self.send_event(event, wait_ack=False))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Socket Mode
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.sockets.append(ws)
+        hello = {"type": "hello", "num_connections": len(self.sockets), "connection_info": {"app_id": "A1"}}
+        await ws.send_str(json.dumps(hello))
+        self.connected.set()
+        try:
+            async for frame in ws:
+                if frame.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                ack = json.loads(frame.data)
+                self.acks.append(ack)
+                future = self._pending.pop(str(ack.get("envelope_id")), None)
+                if future is not None and not future.done():
+                    future.set_result(ack)
+        finally:
+            self.sockets.remove(ws)
+        return ws
+
+    @staticmethod
+    def event_body(event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """The Events API ``event_callback`` wrapper around ``event``."""
+        return {
+            "token": "verification-token",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "event": {"event_ts": event.get("ts", "0"), "team": "T1", **event},
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": "T1", "user_id": "UBOT", "is_bot": True}],
+        }
+
+    async def send_event(
+        self,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_attempt: int = 0,
+        wait_ack: bool = True,
+    ) -> dict[str, Any] | None:
+        """Push an ``events_api`` envelope to the connected app; return its ack (within 5 s)."""
+        await asyncio.wait_for(self.connected.wait(), 10)
+        envelope_id = uuid.uuid4().hex
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "events_api",
+            "payload": self.event_body(event, event_id),
+            "accepts_response_payload": False,
+            "retry_attempt": retry_attempt,
+            "retry_reason": "timeout" if retry_attempt else "",
+        }
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if wait_ack:
+            self._pending[envelope_id] = future
+        await self.sockets[-1].send_str(json.dumps(envelope))
+        if not wait_ack:
+            return None
+        return await asyncio.wait_for(future, 5)
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+    """The headers Slack signs an HTTP request with."""
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    digest = hmac.new(secret.encode(), b"v0:" + ts.encode() + b":" + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+async def post_event(
+    url: str,
+    body: dict[str, Any],
+    secret: str,
+    *,
+    retry_num: int | None = None,
+    timestamp: int | None = None,
+) -> int:
+    """POST a signed Events API request as Slack does; return the HTTP status."""
+    raw = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **sign(secret, raw, timestamp)}
+    if retry_num is not None:
+        headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+    async with aiohttp.ClientSession() as session, session.post(url, data=raw, headers=headers) as response:
+        await response.read()
+        return response.status
