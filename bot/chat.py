@@ -242,6 +242,11 @@ class ChatService:
         except ParleyError as exc:
             log.warning("could not notify %s on %s: %s", destination.channel, connector.name, exc)
 
+    async def join(self) -> None:
+        """Wait until every message submitted so far (and any submitted meanwhile) is answered."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def drain(self, grace: float) -> None:
         """Stop taking messages; let running replies finish for up to ``grace`` s, then cancel them."""
         self.accepting = False

@@ -1,0 +1,70 @@
+"""The chat service with the real engine and store, through a recording connector."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.app import Parley
+from bot.chat import SHUTDOWN_NOTICE
+from bot.conversation import ConversationKey, IncomingMessage
+from bot.store import TurnStatus
+from tests.conftest import MakeSettings
+from tests.test_streamer import roomy
+
+
+def dm(text: str, message_id: str, user: str = "u1") -> IncomingMessage:
+    return IncomingMessage(
+        platform="recording", channel=f"dm-{user}", user=user, message_id=message_id, text=text, is_direct=True
+    )
+
+
+async def wait_idle(app: Parley) -> None:
+    await asyncio.wait_for(app.chat.join(), 240)
+
+
+async def test_a_second_message_waits_for_the_first_reply_and_sees_it(make_settings: MakeSettings) -> None:
+    async with Parley(make_settings(web={"enabled": False})) as app:
+        connector = roomy()
+        app.chat.submit(dm("My cat is called Tom.", "m1"), connector)
+        app.chat.submit(dm("What is my cat called?", "m2"), connector)
+        app.chat.submit(dm("Thanks.", "m3"), connector)
+        await wait_idle(app)
+
+        key = ConversationKey("recording", "dm-u1", None, "u1")
+        turns = await app.store.turns(await app.store.conversation(key))
+        assert [(t.role, t.text) for t in turns if t.role == "user"] == [
+            ("user", "My cat is called Tom."),
+            ("user", "What is my cat called?"),
+            ("user", "Thanks."),
+        ]
+        assert [t.role for t in turns] == ["user", "assistant"] * 3
+        assert all(t.status is TurnStatus.COMPLETE for t in turns)
+        # Each reply went to its own message (three placeholders) and holds the stored text.
+        assert connector.messages() == [t.text.strip() for t in turns if t.role == "assistant"]
+        # The second prompt held the first exchange.
+        assert turns[2].token_count > turns[0].token_count + turns[1].token_count
+
+
+async def test_unaddressed_messages_are_not_answered(make_settings: MakeSettings) -> None:
+    async with Parley(make_settings(web={"enabled": False})) as app:
+        connector = roomy()
+        message = IncomingMessage("recording", "group", "u1", "m1", "chatter", addressed=False)
+        app.chat.submit(message, connector)
+        await wait_idle(app)
+        assert connector.calls == []
+
+
+async def test_messages_during_shutdown_get_a_notice(make_settings: MakeSettings) -> None:
+    app = Parley(make_settings(web={"enabled": False}))
+    await app.start()
+    connector = roomy()
+    app.chat.submit(dm("Tell me a story.", "m1"), connector)
+    stopping = asyncio.create_task(app.stop())
+    await asyncio.sleep(0)
+    app.chat.submit(dm("Are you there?", "m2", user="u2"), connector)
+    await stopping
+    texts = connector.messages()
+    assert SHUTDOWN_NOTICE in texts
+    # The reply that was running when the stop began was finished, not cut.
+    assert len(texts) == 2
+    assert all(t != "…" for t in texts)
