@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dtm
 import logging
+import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from telegram import Message, ReplyParameters, Update
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
+from telegram.warnings import PTBDeprecationWarning
 
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
 from bot.conversation import Destination
@@ -57,7 +59,11 @@ def api_urls(settings: TelegramSettings) -> tuple[str, str]:
     return base, files
 
 
-def _seconds(value: int | dtm.timedelta) -> float:
+def _retry_after(error: RetryAfter) -> float:
+    # PTB 22 warns on reading ``retry_after`` until its type becomes timedelta; either type is fine.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = error.retry_after
     return value.total_seconds() if isinstance(value, dtm.timedelta) else float(value)
 
 
@@ -240,7 +246,7 @@ class TelegramConnector(Connector):
         try:
             return await call(body, mode)
         except RetryAfter as exc:
-            raise RateLimited(_seconds(exc.retry_after), f"telegram: {exc}") from exc
+            raise RateLimited(_retry_after(exc), f"telegram: {exc}") from exc
         except BadRequest as exc:
             if _is(exc, "message is not modified"):
                 return None

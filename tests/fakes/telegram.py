@@ -286,7 +286,7 @@ class FakeTelegram:
             return None
         if call.at < self._blocked.get(chat, 0.0):
             return "blocked"
-        earlier = self.paced_calls(chat)
+        earlier = [c for c in self.paced_calls(chat) if c is not call]
         if earlier and call.at - earlier[-1].at < self.min_gap:
             return "gap"
         if chat < 0 and len([c for c in earlier if c.at > call.at - 60.0]) >= self.group_per_minute:
