@@ -1,0 +1,415 @@
+"""A wire-level fake of Discord for tests: REST and a JSON gateway on 127.0.0.1 (aiohttp).
+
+It speaks just enough of the real protocol for an unpatched discord.py client:
+
+- REST under ``/api/v10`` with ``Content-Type: application/json`` exactly (discord.py reads the body
+  as text otherwise): login (``/users/@me``, ``/oauth2/applications/@me``), ``/gateway``,
+  ``/gateway/bot``, posting and editing messages, the typing indicator. Every call is recorded
+  with its loop time in :attr:`FakeDiscord.calls`.
+- ``X-RateLimit-*`` headers from a fixed 5-per-5-s bucket per route and channel, as Discord does;
+  a call over the bucket is answered 429 (with ``Via``, so discord.py treats it as Discord's own)
+  and recorded in :attr:`FakeDiscord.rejected`. :meth:`FakeDiscord.reject_next_edit` injects one.
+- The gateway: HELLO, heartbeat ACKs, IDENTIFY → READY + GUILD_CREATE, dispatches with sequence
+  numbers, op 7 on demand (:meth:`FakeDiscord.force_reconnect`) and RESUME → replay of every event
+  the client missed, then RESUMED. Events raised while no client is connected wait for the resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+BUCKET_CALLS = 5
+BUCKET_SECONDS = 5.0
+JSON = "application/json"  # exactly: discord.py compares the header with ==
+
+
+@dataclass
+class Call:
+    at: float
+    method: str
+    path: str
+    channel: str = ""
+    message: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    status: int = 200
+
+
+@dataclass
+class _Bucket:
+    opened: float = 0.0
+    used: int = 0
+
+
+@dataclass
+class _Session:
+    id: str
+    seq: int = 0
+    log: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _user(user_id: str, name: str, *, bot: bool = False) -> dict[str, Any]:
+    return {"id": user_id, "username": name, "global_name": name, "discriminator": "0", "avatar": None, "bot": bot}
+
+
+class FakeDiscord:
+    """One bot, one guild with a text channel and a public thread, DMs with any user."""
+
+    token = "fake-discord-token"
+
+    def __init__(self, heartbeat_ms: int = 10_000) -> None:
+        self._ids = itertools.count(1)
+        self.bot = _user(self.snowflake(), "parley", bot=True)
+        self.app_id = self.snowflake()
+        self.guild_id = self.snowflake()
+        self.channel_id = self.snowflake()
+        self.thread_id = self.snowflake()
+        self.heartbeat_ms = heartbeat_ms
+        self.calls: list[Call] = []
+        self.rejected: list[Call] = []
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.identifies = 0
+        self.last_identify: dict[str, Any] = {}
+        self.resumes = 0
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._inject_429: list[float] = []
+        self._session: _Session | None = None
+        self._ws: web.WebSocketResponse | None = None
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # lifecycle
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/gateway", self._gateway)
+        api = "/api/v10"
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_get(f"{api}/gateway", self._gateway_info)
+        app.router.add_get(f"{api}/gateway/bot", self._gateway_info)
+        app.router.add_post(f"{api}/channels/{{channel}}/messages", self._post_message)
+        app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit_message)
+        app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def snowflake(self) -> str:
+        return str(((int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22) + next(self._ids))
+
+    # what tests look at
+
+    def edits(self, channel: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.method == "PATCH" and c.status == 200 and channel in (None, c.channel)]
+
+    def posts(self, channel: str | None = None) -> list[Call]:
+        return [c for c in self.calls if c.method == "POST" and c.message and channel in (None, c.channel)]
+
+    def max_edits_in_window(self, channel: str, seconds: float) -> int:
+        times = [c.at for c in self.edits(channel)]
+        return max((sum(1 for t in times if start <= t < start + seconds) for start in times), default=0)
+
+    def reject_next_edit(self, retry_after: float) -> None:
+        """Answer the next edit with a 429 carrying ``retry_after``."""
+        self._inject_429.append(retry_after)
+
+    # REST
+
+    def _check_auth(self, request: web.Request) -> None:
+        if request.headers.get("Authorization") != f"Bot {self.token}":
+            raise web.HTTPUnauthorized(text=json.dumps({"message": "401: Unauthorized", "code": 0}), content_type=JSON)
+
+    @staticmethod
+    def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+        return web.Response(
+            body=json.dumps(data).encode(), status=status, headers={"Content-Type": JSON, **(headers or {})}
+        )
+
+    async def _me(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        return self._json(self.bot)
+
+    async def _application(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        return self._json(
+            {
+                "id": self.app_id,
+                "name": "parley",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": _user(self.snowflake(), "owner"),
+                "verify_key": "0" * 64,
+                "flags": 0,
+            }
+        )
+
+    async def _gateway_info(self, request: web.Request) -> web.Response:
+        self.calls.append(Call(asyncio.get_running_loop().time(), "GET", request.path))
+        limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+        return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
+
+    def _rate_limit(self, route: str, channel: str, call: Call) -> web.Response | None:
+        """A fixed window per route and channel; the headers say where the bucket stands."""
+        now = asyncio.get_running_loop().time()
+        bucket = self._buckets.setdefault((route, channel), _Bucket())
+        # A few ms of slack: requests paced exactly 5 s apart can arrive with network jitter.
+        if now >= bucket.opened + BUCKET_SECONDS - 0.05:
+            bucket.opened, bucket.used = now, 0
+        reset_after = max(0.0, bucket.opened + BUCKET_SECONDS - now)
+        injected = self._inject_429.pop(0) if route == "edit" and self._inject_429 else None
+        if injected is None and bucket.used < BUCKET_CALLS:
+            bucket.used += 1
+            call.body["_headers"] = {
+                "X-RateLimit-Limit": str(BUCKET_CALLS),
+                "X-RateLimit-Remaining": str(BUCKET_CALLS - bucket.used),
+                "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+                "X-RateLimit-Bucket": route,
+            }
+            return None
+        retry_after = injected if injected is not None else reset_after
+        if injected is not None:
+            call.body["_injected"] = True
+        call.status = 429
+        self.rejected.append(call)
+        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+        headers = {"Via": "1.1 google", "Retry-After": str(max(1, round(retry_after))), "X-RateLimit-Scope": "user"}
+        return self._json(body, 429, headers)
+
+    def _message(self, channel: str, author: dict[str, Any], content: str, **extra: Any) -> dict[str, Any]:
+        message = {
+            "id": self.snowflake(),
+            "channel_id": channel,
+            "author": author,
+            "content": content,
+            "timestamp": "2025-01-01T00:00:00+00:00",
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
+        if channel in (self.channel_id, self.thread_id):
+            message["guild_id"] = self.guild_id
+        message.update(extra)
+        self.messages[message["id"]] = message
+        return message
+
+    async def _post_message(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        channel = request.match_info["channel"]
+        body = await request.json()
+        call = Call(asyncio.get_running_loop().time(), "POST", request.path, channel, body=body)
+        self.calls.append(call)
+        refused = self._rate_limit("post", channel, call)
+        if refused is not None:
+            return refused
+        if len(body.get("content", "")) > 2000:
+            call.status = 400
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": "length"}, 400)
+        extra: dict[str, Any] = {}
+        if body.get("message_reference"):
+            extra = {"type": 19, "message_reference": body["message_reference"]}
+        message = self._message(channel, self.bot, body.get("content", ""), **extra)
+        call.message = message["id"]
+        call.body["allowed_mentions"] = body.get("allowed_mentions")
+        await self.dispatch("MESSAGE_CREATE", message)  # Discord echoes the bot's own messages
+        return self._json(message, headers=call.body.pop("_headers"))
+
+    async def _edit_message(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        channel, message_id = request.match_info["channel"], request.match_info["message"]
+        body = await request.json()
+        call = Call(asyncio.get_running_loop().time(), "PATCH", request.path, channel, message_id, body)
+        self.calls.append(call)
+        refused = self._rate_limit("edit", channel, call)
+        if refused is not None:
+            return refused
+        message = self.messages.get(message_id)
+        if message is None or message["channel_id"] != channel:
+            call.status = 404
+            return self._json({"message": "Unknown Message", "code": 10008}, 404)
+        if len(body.get("content", "")) > 2000:
+            call.status = 400
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": "length"}, 400)
+        message["content"] = body.get("content", message["content"])
+        message["edited_timestamp"] = "2025-01-01T00:00:01+00:00"
+        return self._json(message, headers=call.body.pop("_headers"))
+
+    async def _typing(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        self.calls.append(Call(asyncio.get_running_loop().time(), "POST", request.path, request.match_info["channel"]))
+        return web.Response(status=204)
+
+    # gateway
+
+    def _guild(self) -> dict[str, Any]:
+        everyone = {"id": self.guild_id, "name": "@everyone", "permissions": "68608", "position": 0, "color": 0}
+        thread = {
+            "id": self.thread_id,
+            "guild_id": self.guild_id,
+            "parent_id": self.channel_id,
+            "owner_id": self.snowflake(),
+            "name": "a thread",
+            "type": 11,
+            "member_count": 2,
+            "message_count": 0,
+            "rate_limit_per_user": 0,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": "2025-01-01T00:00:00+00:00",
+                "locked": False,
+            },
+        }
+        channel = {"id": self.channel_id, "guild_id": self.guild_id, "name": "general", "type": 0, "position": 0}
+        return {
+            "id": self.guild_id,
+            "name": "Parley test guild",
+            "unavailable": False,
+            "owner_id": self.snowflake(),
+            "member_count": 3,
+            "large": False,
+            "features": [],
+            "roles": [everyone],
+            "emojis": [],
+            "stickers": [],
+            "channels": [{**channel, "permission_overwrites": []}],
+            "threads": [thread],
+            "members": [],
+            "voice_states": [],
+            "presences": [],
+        }
+
+    async def _send(self, ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
+        if not ws.closed:
+            await ws.send_str(json.dumps(payload))
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Raise a gateway event; it waits in the session log if no client is connected."""
+        session = self._session
+        if session is None:
+            return
+        session.seq += 1
+        payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.log.append(payload)
+        if self._ws is not None:
+            await self._send(self._ws, payload)
+
+    async def force_reconnect(self) -> None:
+        """Send op 7: the client must drop the connection and RESUME."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await self._send(ws, {"op": 7, "d": None, "s": None, "t": None})
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.add(ws)
+        try:
+            await self._send(ws, {"op": 10, "d": {"heartbeat_interval": self.heartbeat_ms}, "s": None, "t": None})
+            async for frame in ws:
+                if frame.type is not WSMsgType.TEXT:
+                    break
+                await self._on_frame(ws, json.loads(frame.data))
+        finally:
+            self._sockets.discard(ws)
+            if self._ws is ws:
+                self._ws = None
+        return ws
+
+    async def _on_frame(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
+        op, data = frame.get("op"), frame.get("d")
+        if op == 1:
+            await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
+        elif op == 2:
+            if data["token"] != self.token:
+                await ws.close(code=4004, message=b"Authentication failed.")
+                return
+            self.identifies += 1
+            self.last_identify = data
+            self._session = _Session(id=f"session-{self.identifies}")
+            self._ws = ws
+            ready = {
+                "v": 10,
+                "user": self.bot,
+                "guilds": [{"id": self.guild_id, "unavailable": True}],
+                "session_id": self._session.id,
+                "resume_gateway_url": self.gateway_url,
+                "application": {"id": self.app_id, "flags": 0},
+            }
+            if "shard" in data:
+                ready["shard"] = data["shard"]
+            await self.dispatch("READY", ready)
+            await self.dispatch("GUILD_CREATE", self._guild())
+        elif op == 6:
+            session = self._session
+            if session is None or data["session_id"] != session.id:
+                await self._send(ws, {"op": 9, "d": False, "s": None, "t": None})
+                return
+            self.resumes += 1
+            for payload in session.log:
+                if payload["s"] > (data.get("seq") or 0):
+                    await self._send(ws, payload)
+            self._ws = ws
+            await self.dispatch("RESUMED", {})
+
+    # what users do
+
+    async def user_says(
+        self,
+        content: str,
+        *,
+        user: tuple[str, str] = ("1001", "alice"),
+        where: str = "dm",
+        mention: bool = False,
+        reply_to: str | None = None,
+    ) -> str:
+        """A user posts a message; ``where`` is "dm", "channel" or "thread". Returns its id."""
+        author = _user(*user)
+        dm_channel = str(9_000_000 + int(user[0]))
+        channel = {"dm": dm_channel, "channel": self.channel_id, "thread": self.thread_id}[where]
+        extra: dict[str, Any] = {}
+        if mention:
+            content = f"<@{self.bot['id']}> {content}"
+            extra["mentions"] = [self.bot]
+        if reply_to is not None:
+            extra.update(
+                type=19,
+                message_reference={"message_id": reply_to, "channel_id": channel, "guild_id": self.guild_id},
+                referenced_message=self.messages[reply_to],
+            )
+        message = self._message(channel, author, content, **extra)
+        await self.dispatch("MESSAGE_CREATE", message)
+        return str(message["id"])
