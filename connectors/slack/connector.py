@@ -137,19 +137,26 @@ class SlackConnector(Connector):
     async def start(self, sink: InboundSink) -> None:
         self._state = "starting"
         try:
+            await self._start(sink)
+        except BaseException:
+            # The core only stops connectors that started, so a half-made socket client is ours to close.
+            await self.stop()
+            self._state = "failed"
+            raise
+        self._state = "running"
+
+    async def _start(self, sink: InboundSink) -> None:
+        try:
             auth = await self.client.auth_test()
         except SlackApiError as exc:
-            self._state = "failed"
             raise ConnectorError(f"Slack auth.test failed: {exc.response.get('error')}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._state = "failed"
             raise ConnectorError(f"Slack auth.test failed: {exc!r}") from exc
         self._identity = BotIdentity(str(auth["user_id"]), auth.get("bot_id"))
-        self._sink = sink
         log.info("slack: signed in as %s (%s)", auth.get("user"), self._identity.user_id)
         if self._app_token is not None:
             await self._connect_socket(self._app_token)
-        self._state = "running"
+        self._sink = sink
 
     async def _connect_socket(self, app_token: str) -> None:
         handler = self._handler = AsyncSocketModeHandler(self._app, app_token)
@@ -160,10 +167,8 @@ class SlackConnector(Connector):
             client.wss_uri = await client.issue_new_wss_url()
             await asyncio.wait_for(handler.connect_async(), CONNECT_TIMEOUT)  # type: ignore[no-untyped-call]
         except SlackApiError as exc:
-            self._state = "failed"
             raise ConnectorError(f"Slack apps.connections.open failed: {exc.response.get('error')}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            self._state = "failed"
             raise ConnectorError(f"Slack Socket Mode connection failed: {exc!r}") from exc
 
     async def stop(self) -> None:
