@@ -178,10 +178,12 @@ async def test_http_mode_verifies_signatures_and_answers_a_retry_once(
         body = FakeSlack.event_body(dm("Hi there, who are you?", ts), "EvH1")
         conversation_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
 
-        assert await post_event(url, body, "wrong-secret") == 401
-        assert await post_event(url, body, SECRET, timestamp=int(time.time()) - 600) == 401  # replayed
-        assert await post_event(url, body, SECRET) == 200
-        assert await post_event(url, body, SECRET, retry_num=1) == 200
+        challenge = {"type": "url_verification", "token": "t", "challenge": "c-123"}
+        assert await post_event(url, challenge, SECRET) == (200, '{"challenge": "c-123"}')
+        assert (await post_event(url, body, "wrong-secret"))[0] == 401
+        assert (await post_event(url, body, SECRET, timestamp=int(time.time()) - 600))[0] == 401  # replayed
+        assert (await post_event(url, body, SECRET))[0] == 200
+        assert (await post_event(url, body, SECRET, retry_num=1))[0] == 200
 
         turns = await answered(app, conversation_id)
         assert [t.role for t in turns] == ["user", "assistant"]

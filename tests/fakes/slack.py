@@ -323,12 +323,11 @@ async def post_event(
     *,
     retry_num: int | None = None,
     timestamp: int | None = None,
-) -> int:
-    """POST a signed Events API request as Slack does; return the HTTP status."""
+) -> tuple[int, str]:
+    """POST a signed Events API request as Slack does; return the HTTP status and body."""
     raw = json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **sign(secret, raw, timestamp)}
     if retry_num is not None:
         headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
     async with aiohttp.ClientSession() as session, session.post(url, data=raw, headers=headers) as response:
-        await response.read()
-        return response.status
+        return response.status, await response.text()
