@@ -173,21 +173,29 @@ class Store:
     # conversations
 
     async def conversation(self, key: ConversationKey, *, create_id: str | None = None) -> str:
-        """The id of ``key``'s conversation, created if new (with ``create_id`` if given)."""
-        row = _key_row(key)
-        async with self.db.execute(
-            "SELECT id FROM conversations WHERE platform=? AND channel=? AND thread=? AND user=?", row
-        ) as cursor:
-            found = await cursor.fetchone()
+        """The id of ``key``'s conversation, created if new (with ``create_id`` if given).
+
+        Safe to call concurrently for one key: an insert that loses the race yields to the winner.
+        """
+        found = await self._conversation_id(key)
         if found is not None:
-            return str(found[0])
-        conversation_id = create_id or uuid.uuid4().hex
+            return found
         await self.db.execute(
-            "INSERT INTO conversations (id, platform, channel, thread, user, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (conversation_id, *row, time.time()),
+            "INSERT INTO conversations (id, platform, channel, thread, user, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (platform, channel, thread, user) DO NOTHING",
+            (create_id or uuid.uuid4().hex, *_key_row(key), time.time()),
         )
         await self.db.commit()
-        return conversation_id
+        found = await self._conversation_id(key)
+        assert found is not None
+        return found
+
+    async def _conversation_id(self, key: ConversationKey) -> str | None:
+        async with self.db.execute(
+            "SELECT id FROM conversations WHERE platform=? AND channel=? AND thread=? AND user=?", _key_row(key)
+        ) as cursor:
+            row = await cursor.fetchone()
+        return None if row is None else str(row[0])
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self.db.execute(

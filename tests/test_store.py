@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -95,3 +96,9 @@ async def test_unopenable_path_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StoreError, match="cannot open database"):
         await Store(blocker / "sub" / "p.db").open()
+
+
+async def test_concurrent_lookups_of_a_new_key_agree(tmp_path: Path) -> None:
+    async with Store(tmp_path / "p.db") as store:
+        ids = await asyncio.gather(*(store.conversation(KEY) for _ in range(10)))
+        assert len(set(ids)) == 1
