@@ -17,6 +17,7 @@ from types import TracebackType
 from bot.chat import ChatService
 from bot.connector import Connector
 from bot.errors import ParleyError
+from bot.loader import load_plugins
 from bot.settings import Settings, load_settings
 from bot.store import Store
 from connectors import build_connectors
@@ -35,6 +36,10 @@ class Parley:
         self.store = Store(settings.db_path)
         self.engine: Engine = create_engine(settings.engine)
         self.chat = ChatService(settings, self.store, self.engine)
+        loaded = load_plugins(settings)
+        self.plugins = loaded.plugins
+        self.plugin_problems = loaded.problems
+        self.chat.install(self.plugins)
         self.web: WebServer | None = WebServer(settings.web, self) if settings.web.enabled else None
         self.connectors: list[Connector] = build_connectors(settings, self.web)
         self.ready = False
@@ -56,6 +61,10 @@ class Parley:
                 await self.web.start()
                 stack.push_async_callback(self.web.stop)
                 log.info("web: chat page and API on %s", self.web.url)
+
+            names = ", ".join(f"{p.name} {p.version}" for p in self.plugins)
+            skipped = f"; skipped: {len(self.plugin_problems)} (see errors above)" if self.plugin_problems else ""
+            log.info("plugins: %s (%d commands)%s", names or "none", len(self.chat.command_list), skipped)
 
             for connector in self.connectors:
                 await connector.start(self.chat)

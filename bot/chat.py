@@ -11,16 +11,20 @@ calls :meth:`ChatService.exchange` directly.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.commands import CommandRequest, CommandRunner
 from bot.connector import Connector
 from bot.conversation import ConversationKey, Destination, IncomingMessage, conversation_key
 from bot.errors import ParleyError
+from bot.plugin import AfterHook, BeforeHook, Command, Deny, Plugin
 from bot.settings import Settings
 from bot.store import Store, Turn, TurnStatus
 from bot.streamer import ReplyStreamer
@@ -111,7 +115,12 @@ class ChatService:
         self.accepting = True
         self._locks = _KeyedLocks()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[ConversationKey, collections.deque[tuple[IncomingMessage, Connector]]] = {}
         self.running: dict[ConversationKey, Exchange] = {}
+        """The reply being generated in each conversation (``/stop`` ends it)."""
+        self.before: list[BeforeHook] = []
+        self.after: list[AfterHook] = []
+        self.commands = CommandRunner(self)
 
     # parameters and prompts
 
@@ -189,17 +198,81 @@ class ChatService:
         user_status = TurnStatus.FAILED if status is TurnStatus.FAILED else TurnStatus.COMPLETE
         await self.store.update_turn(user_turn, token_count=usage.prompt_tokens, status=user_status)
 
+    # plugins
+
+    def install(self, plugins: Sequence[Plugin]) -> None:
+        """Take the message hooks and commands of ``plugins`` (called once, before start)."""
+        self.before = [hook for plugin in plugins for hook in plugin.router.before]
+        self.after = [hook for plugin in plugins for hook in plugin.router.after]
+        self.commands = CommandRunner(self, frozenset(self.settings.admins), plugins)
+
+    async def check(self, message: IncomingMessage) -> IncomingMessage | Deny:
+        """Run the ``before_message`` hooks: the message to answer, or why not."""
+        for hook in self.before:
+            verdict = await hook(message, self)
+            if isinstance(verdict, Deny):
+                return verdict
+            if verdict is not None:
+                message = verdict
+        return message
+
     # platform messages
 
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
-        """Queue ``message`` for an answer through ``connector``; returns at once."""
+        """Queue ``message`` for an answer through ``connector``; returns at once.
+
+        Messages of one conversation are answered one after the other, in arrival order.
+        """
         if not message.addressed:
             return
         if not self.accepting:
             self.spawn(self.notify(connector, message.destination, SHUTDOWN_NOTICE))
             return
         key = self.key_for(message)
-        self.spawn(self.answer(message, connector, key))
+        queue = self._queues.get(key)
+        if queue is None:
+            queue = self._queues[key] = collections.deque()
+            self.spawn(self._work(key, queue))
+        queue.append((message, connector))
+
+    async def _work(self, key: ConversationKey, queue: collections.deque[tuple[IncomingMessage, Connector]]) -> None:
+        try:
+            while queue:
+                message, connector = queue[0]
+                try:
+                    await self._handle(message, connector, key)
+                finally:
+                    queue.popleft()
+        finally:
+            del self._queues[key]
+
+    async def _handle(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> None:
+        try:
+            verdict = await self.check(message)
+        except Exception:
+            log.exception("a message hook failed on %s in %s", message.message_id, key)
+            verdict = Deny(error_note(RuntimeError()))
+        if isinstance(verdict, Deny):
+            if verdict.note:
+                await self.notify(connector, message.destination, verdict.note)
+            return
+        text = await self.answer(verdict, connector, key)
+        for hook in self.after:
+            try:
+                await hook(verdict, text)
+            except Exception:
+                log.exception("an after-reply hook failed on %s in %s", message.message_id, key)
+
+    @property
+    def command_list(self) -> list[Command]:
+        return self.commands.commands
+
+    def submit_command(self, request: CommandRequest, connector: Connector) -> None:
+        """Run a command received by ``connector``; returns at once (commands are not queued)."""
+        if not self.accepting:
+            self.spawn(self.notify(connector, request.reply_destination(), SHUTDOWN_NOTICE))
+            return
+        self.spawn(self.commands.run(request, ConnectorReplier(self, connector, request.reply_destination())))
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run a coroutine as a tracked task that ``drain()`` waits for."""
@@ -208,24 +281,31 @@ class ChatService:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def answer(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> None:
-        """Answer one platform message, streaming the reply into the chat.
+    async def answer(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> str:
+        """Answer one platform message, streaming the reply into the chat; return the reply text.
 
-        The placeholder goes out at once, before waiting for the conversation's earlier reply or
-        an engine slot; any failure ends up as a short note in that message.
+        The placeholder goes out at once, before waiting for an engine slot; any failure ends up
+        as a short note in that message.
         """
         streamer = ReplyStreamer(connector, message.destination)
         try:
             await streamer.start()
             async with self.exchange(key, message.text) as exchange:
-                streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
-                await streamer.run(exchange, error_note=error_note)
+                return await self.deliver(exchange, streamer)
         except ParleyError as exc:
             log.warning("reply to %s in %s failed: %s", message.message_id, key, exc)
             await self._abort(streamer, exc)
         except Exception as exc:
             log.exception("reply to %s in %s failed", message.message_id, key)
             await self._abort(streamer, exc)
+        return ""
+
+    @staticmethod
+    async def deliver(exchange: Exchange, streamer: ReplyStreamer) -> str:
+        """Stream ``exchange`` through ``streamer``, saving the ids of the messages that carry it."""
+        streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
+        await streamer.run(exchange, error_note=error_note)
+        return exchange.text
 
     @staticmethod
     async def _abort(streamer: ReplyStreamer, exc: BaseException) -> None:
@@ -259,3 +339,19 @@ class ChatService:
             task.cancel()
         if still:
             await asyncio.wait(still, timeout=5)
+
+
+@dataclass(slots=True)
+class ConnectorReplier:
+    """Answers a command on a platform: paced text, or a streamed reply via the reply streamer."""
+
+    chat: ChatService
+    connector: Connector
+    destination: Destination
+
+    async def text(self, text: str, *, ephemeral: bool = False) -> None:
+        destination = dataclasses.replace(self.destination, ephemeral=ephemeral)
+        await self.chat.notify(self.connector, destination, text)
+
+    async def stream(self, exchange: Exchange) -> str:
+        return await self.chat.deliver(exchange, ReplyStreamer(self.connector, self.destination))

@@ -11,11 +11,16 @@ platform's ``retry_after`` and the core waits.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from bot.conversation import Destination, IncomingMessage
 from bot.pacing import Pacer, Pacing
+
+if TYPE_CHECKING:
+    from bot.commands import CommandRequest
+    from bot.plugin import Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +44,17 @@ class SentMessage:
 
 
 class InboundSink(Protocol):
-    """Where a connector delivers incoming messages (the core's chat service)."""
+    """Where a connector delivers incoming messages and commands (the core's chat service)."""
 
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
         """Queue ``message`` for an answer; returns at once."""
+
+    def submit_command(self, request: CommandRequest, connector: Connector) -> None:
+        """Run a command; returns at once. Answers go to ``request.reply_destination()``."""
+
+    @property
+    def command_list(self) -> Sequence[Command]:
+        """Every command, for native registration (Telegram setMyCommands, Discord sync, …)."""
 
 
 class Connector(abc.ABC):

@@ -51,6 +51,10 @@ class Destination:
     thread: str | None = None
     reply_to: str | None = None
     is_group: bool = False
+    ephemeral: bool = False
+    """Show the message to the caller only, where the platform can (command answers)."""
+    handle: object = field(default=None, compare=False, hash=False)
+    """Opaque to the core: a connector's own reply handle (e.g. an interaction to answer)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.errors import ConfigError
@@ -122,6 +122,37 @@ class SlackSettings(BaseModel):
     api_url: str | None = None
 
 
+class PluginsSettings(BaseModel):
+    """``disabled`` plus one entry per plugin: ``PARLEY_PLUGINS__<NAME>__<FIELD>`` lands in ``of(name)``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    disabled: CommaList = Field(default_factory=list)
+
+    _split = field_validator("disabled", mode="before")(_split_list)
+
+    def of(self, name: str) -> dict[str, Any]:
+        value = (self.model_extra or {}).get(name.lower().replace("-", "_"), {})
+        return value if isinstance(value, dict) else {}
+
+
+class LimitsSettings(BaseModel):
+    """Abuse controls; user and channel entries are ``platform:id``."""
+
+    messages_per_minute: float = Field(10.0, ge=0)
+    """Sustained rate per user (0: no limit)."""
+    burst: int = Field(5, ge=1)
+    """Messages a user may send at once before the rate applies."""
+    allow_users: CommaList = Field(default_factory=list)
+    block_users: CommaList = Field(default_factory=list)
+    allow_channels: CommaList = Field(default_factory=list)
+    block_channels: CommaList = Field(default_factory=list)
+
+    _split = field_validator("allow_users", "block_users", "allow_channels", "block_channels", mode="before")(
+        _split_list
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PARLEY_",
@@ -136,6 +167,8 @@ class Settings(BaseSettings):
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
     db_path: Path = Path("parley.db")
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     admins: CommaList = Field(default_factory=list)

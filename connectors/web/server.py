@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -29,6 +30,7 @@ from uuid import uuid4
 from aiohttp import web
 
 from bot.chat import Exchange
+from bot.commands import CommandRequest
 from bot.conversation import ConversationKey
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
 from bot.settings import WebSettings
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "web"
+COMMAND = re.compile(r"^/([a-z][a-z0-9_-]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
+"""A chat message that is a command: ``/name args``."""
 USER = web.RequestKey("user", str)
 """Who is asking: ``local`` without API keys, otherwise an id derived from the key."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -98,6 +102,44 @@ def parse_chat_request(body: object, *, max_chars: int, max_tokens: int) -> Chat
     if not isinstance(stream, bool):
         raise ApiError(400, "invalid_request", '"stream" must be true or false')
     return ChatRequest(message, conversation_id, tokens, None if temperature is None else float(temperature), stream)
+
+
+async def write_event(response: web.StreamResponse, event: dict[str, Any]) -> None:
+    await response.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+
+
+class WebReplier:
+    """Answers a ``/command`` sent to the API: SSE events when streaming, else one JSON object.
+
+    Text answers are events ``{"conversation_id", "command", "text", "ephemeral"}``; a streamed model
+    answer sends ``delta`` events like a chat reply. The last event has ``"done": true``.
+    """
+
+    def __init__(self, request: CommandRequest, conversation_id: str, response: web.StreamResponse | None) -> None:
+        self.command = request.name
+        self.conversation_id = conversation_id
+        self.response = response
+        self.texts: list[str] = []
+
+    async def text(self, text: str, *, ephemeral: bool = False) -> None:
+        self.texts.append(text)
+        if self.response is not None:
+            event = {"conversation_id": self.conversation_id, "command": self.command, "text": text}
+            await write_event(self.response, event | {"ephemeral": ephemeral})
+
+    async def stream(self, exchange: Exchange) -> str:
+        async for delta in exchange:
+            if self.response is not None:
+                await write_event(self.response, {"conversation_id": self.conversation_id, "delta": delta})
+        self.texts.append(exchange.text)
+        return exchange.text
+
+    async def finish(self) -> web.StreamResponse:
+        body = {"conversation_id": self.conversation_id, "command": self.command, "text": "\n\n".join(self.texts)}
+        if self.response is None:
+            return web.json_response(body)
+        await write_event(self.response, body | {"done": True})
+        return self.response
 
 
 def _usage(exchange: Exchange) -> dict[str, int]:
@@ -234,6 +276,23 @@ class WebServer:
         else:
             conversation_id = ask.conversation_id
             key = await self._owned(conversation_id, user)
+        command = COMMAND.match(ask.message)
+        if command is not None:
+            await self.parley.store.conversation(key, create_id=conversation_id)
+            invocation = CommandRequest(
+                platform=PLATFORM,
+                channel=conversation_id,
+                user=user,
+                name=command.group(1),
+                args=command.group(2) or "",
+                is_direct=True,
+                # Without API keys the server is loopback-only: whoever reaches it runs the bot.
+                is_admin=not self._keys,
+            )
+            stream = await self._open_stream(request) if ask.stream else None
+            replier = WebReplier(invocation, conversation_id, stream)
+            await self.parley.chat.commands.run(invocation, replier)
+            return await replier.finish()
         params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
         exchange_cm = self.parley.chat.exchange(key, ask.message, params, conversation_id=conversation_id)
         if not ask.stream:
@@ -248,14 +307,19 @@ class WebServer:
             )
         return await self._stream(request, conversation_id, exchange_cm)
 
-    async def _stream(self, request: web.Request, conversation_id: str, exchange_cm: Any) -> web.StreamResponse:
+    @staticmethod
+    async def _open_stream(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         )
         await response.prepare(request)
+        return response
+
+    async def _stream(self, request: web.Request, conversation_id: str, exchange_cm: Any) -> web.StreamResponse:
+        response = await self._open_stream(request)
 
         async def send(event: dict[str, Any]) -> None:
-            await response.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+            await write_event(response, event)
 
         try:
             async with exchange_cm as exchange:

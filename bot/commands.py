@@ -1,0 +1,285 @@
+"""Running commands: parse arguments, check permissions and cooldowns, call the handler.
+
+Connectors turn a platform's native command (a Discord application command, a Telegram
+``/cmd@bot args`` message, a Slack slash command, a web ``/cmd args``) into a
+:class:`CommandRequest` and hand it over with a :class:`Replier` that knows how to answer on that
+platform. Every refusal (unknown command, not allowed, cooling down, bad arguments) is a short
+answer, ephemeral where the platform can, that changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from bot.conversation import ConversationKey, Destination, IncomingMessage
+from bot.errors import CommandError, ParleyError
+from bot.plugin import Command, Deny, Param, Plugin
+
+if TYPE_CHECKING:
+    from bot.chat import ChatService, Exchange
+
+log = logging.getLogger(__name__)
+
+TRUE = {"true", "yes", "on", "1", "y"}
+FALSE = {"false", "no", "off", "0", "n"}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A command as a connector received it; ``args`` is raw text or already-typed native options."""
+
+    platform: str
+    channel: str
+    user: str
+    name: str
+    args: str | Mapping[str, object] = ""
+    message_id: str = ""
+    thread: str | None = None
+    is_direct: bool = False
+    user_name: str = ""
+    is_admin: bool = False
+    """The platform says the user administers this chat or server."""
+    destination: Destination | None = None
+    """Where answers go; connectors may carry a reply handle in it. Default: the channel/thread."""
+
+    def as_message(self) -> IncomingMessage:
+        text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())
+        return IncomingMessage(
+            platform=self.platform,
+            channel=self.channel,
+            user=self.user,
+            message_id=self.message_id,
+            text=f"/{self.name} {text}".strip(),
+            thread=self.thread,
+            is_direct=self.is_direct,
+            user_name=self.user_name,
+            is_admin=self.is_admin,
+        )
+
+    def reply_destination(self) -> Destination:
+        if self.destination is not None:
+            return self.destination
+        return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)
+
+
+class Replier(Protocol):
+    """How a command answers on its platform."""
+
+    async def text(self, text: str, *, ephemeral: bool = False) -> None: ...
+
+    async def stream(self, exchange: Exchange) -> str:
+        """Deliver a streamed model reply; return its text."""
+
+
+def usage_error(command: Command, problem: str) -> CommandError:
+    return CommandError(f"{problem}\nUsage: {command.usage} — {command.description}")
+
+
+def _coerce(command: Command, param: Param, value: object) -> object:
+    if param.kind == "text":
+        text = str(value)
+        if param.max_length is not None and len(text) > param.max_length:
+            raise usage_error(command, f"{param.name} is too long ({len(text)} characters; at most {param.max_length})")
+        return text
+    if param.kind == "boolean":
+        if isinstance(value, bool):
+            return value
+        word = str(value).lower()
+        if word in TRUE | FALSE:
+            return word in TRUE
+        raise usage_error(command, f"{param.name} must be yes or no, not {value!r}")
+    if param.kind == "choice":
+        word = str(value).lower()
+        for choice in param.choices:
+            if choice.lower() == word:
+                return choice
+        raise usage_error(command, f"{param.name} must be one of {', '.join(param.choices)}, not {value!r}")
+    try:
+        number: float = int(str(value)) if param.kind == "integer" else float(str(value))
+    except ValueError:
+        kind = "a whole number" if param.kind == "integer" else "a number"
+        raise usage_error(command, f"{param.name} must be {kind}, not {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise usage_error(command, f"{param.name} must be a finite number")
+    if param.min_value is not None and number < param.min_value:
+        raise usage_error(command, f"{param.name} must be at least {param.min_value:g}")
+    if param.max_value is not None and number > param.max_value:
+        raise usage_error(command, f"{param.name} must be at most {param.max_value:g}")
+    return number
+
+
+def _first_word(command: Command, text: str) -> tuple[str, str]:
+    """Split off one word; a word in quotes may hold spaces."""
+    if text[0] in "\"'":
+        end = text.find(text[0], 1)
+        if end < 0:
+            raise usage_error(command, f"a quote ({text[0]}) is not closed")
+        return text[1:end], text[end + 1 :].strip()
+    word, *rest = text.split(maxsplit=1)
+    return word, rest[0] if rest else ""
+
+
+def parse_args(command: Command, args: str | Mapping[str, object]) -> dict[str, Any]:
+    """Typed arguments for ``command``; raise ``CommandError`` with the usage when they are wrong.
+
+    Text arguments split on spaces (quotes group words); the last text parameter takes the rest of
+    the line. Native options arrive as a mapping and are checked the same way.
+    """
+    values: dict[str, object] = {}
+    if isinstance(args, str):
+        rest = args.strip()
+        for index, param in enumerate(command.params):
+            if not rest:
+                break
+            if param.kind == "text" and index == len(command.params) - 1:
+                values[param.name] = rest
+                rest = ""
+                break
+            word, rest = _first_word(command, rest)
+            values[param.name] = word
+        if rest:
+            raise usage_error(command, f"too many arguments: {rest!r}")
+    else:
+        unknown = set(args) - {p.name for p in command.params}
+        if unknown:
+            raise usage_error(command, f"unknown option {sorted(unknown)[0]!r}")
+        values = {name: value for name, value in args.items() if value is not None}
+    parsed: dict[str, Any] = {}
+    for param in command.params:
+        if param.name in values:
+            parsed[param.name] = _coerce(command, param, values[param.name])
+        elif param.required:
+            raise usage_error(command, f"{param.name} is missing")
+        else:
+            parsed[param.name] = param.default
+    return parsed
+
+
+@dataclass
+class _Invocation:
+    """The concrete :class:`bot.plugin.Invocation` handed to handlers."""
+
+    command: Command
+    args: dict[str, Any]
+    platform: str
+    channel: str
+    user: str
+    user_name: str
+    key: ConversationKey
+    is_admin: bool
+    settings: Any
+    chat: ChatService
+    available: Sequence[Command]
+    replier: Replier
+    replied: bool = False
+
+    async def reply(self, text: str, *, ephemeral: bool = False) -> None:
+        self.replied = True
+        await self.replier.text(text, ephemeral=ephemeral)
+
+    async def stream(self, prompt: str) -> str:
+        self.replied = True
+        async with self.chat.exchange(self.key, prompt) as exchange:
+            return await self.replier.stream(exchange)
+
+
+@dataclass
+class CommandRunner:
+    """Runs commands from every plugin; one per app."""
+
+    chat: ChatService
+    admins: frozenset[str] = frozenset()
+    plugins: Sequence[Plugin] = ()
+    _commands: dict[str, tuple[Command, Plugin]] = field(default_factory=dict)
+    _last_use: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for plugin in self.plugins:
+            for command in plugin.router.commands:
+                if command.name in self._commands:
+                    owner = self._commands[command.name][1].name
+                    log.error("plugin %s: /%s is taken by plugin %s; skipped", plugin.name, command.name, owner)
+                    continue
+                self._commands[command.name] = (command, plugin)
+
+    @property
+    def commands(self) -> list[Command]:
+        return [command for command, _ in self._commands.values()]
+
+    def get(self, name: str) -> Command | None:
+        found = self._commands.get(name.lower())
+        return found[0] if found else None
+
+    def is_admin(self, request: CommandRequest) -> bool:
+        return request.is_admin or f"{request.platform}:{request.user}" in self.admins
+
+    def allowed(self, request: CommandRequest) -> list[Command]:
+        admin = self.is_admin(request)
+        return [command for command in self.commands if admin or not command.admin]
+
+    async def run(self, request: CommandRequest, replier: Replier) -> None:
+        """Run one command; every outcome is answered through ``replier``."""
+        try:
+            await self._run(request, replier)
+        except CommandError as exc:
+            await replier.text(exc.user_message, ephemeral=True)
+        except ParleyError as exc:
+            log.warning("/%s by %s:%s failed: %s", request.name, request.platform, request.user, exc)
+            await replier.text(f"⚠️ {exc.user_message}", ephemeral=True)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("/%s by %s:%s failed", request.name, request.platform, request.user)
+            await replier.text(f"⚠️ /{request.name} failed; the error was logged.", ephemeral=True)
+
+    async def _run(self, request: CommandRequest, replier: Replier) -> None:
+        found = self._commands.get(request.name.lower())
+        if found is None:
+            raise CommandError(f"Unknown command /{request.name}. Try /help.")
+        command, plugin = found
+        verdict = await self.chat.check(request.as_message())
+        if isinstance(verdict, Deny):
+            if verdict.note:
+                await replier.text(verdict.note, ephemeral=True)
+            return
+        admin = self.is_admin(request)
+        if command.admin and not admin:
+            raise CommandError(f"Only admins can use /{command.name}.")
+        args = parse_args(command, request.args)
+        self._cool_down(command, request)
+        message = request.as_message()
+        invocation = _Invocation(
+            command=command,
+            args=args,
+            platform=request.platform,
+            channel=request.channel,
+            user=request.user,
+            user_name=request.user_name,
+            key=self.chat.key_for(message),
+            is_admin=admin,
+            settings=plugin.settings,
+            chat=self.chat,
+            available=self.allowed(request),
+            replier=replier,
+        )
+        result = await command.handler(invocation, **args)
+        if isinstance(result, str) and result:
+            await invocation.reply(result)
+        elif not invocation.replied:
+            await invocation.reply(f"/{command.name}: done.", ephemeral=True)
+
+    def _cool_down(self, command: Command, request: CommandRequest) -> None:
+        if command.cooldown <= 0:
+            return
+        now = asyncio.get_running_loop().time()
+        slot = (command.name, f"{request.platform}:{request.user}")
+        last = self._last_use.get(slot)
+        if last is not None and now - last < command.cooldown:
+            wait = math.ceil(command.cooldown - (now - last))
+            raise CommandError(f"You can use /{command.name} again in {wait} s.")
+        self._last_use[slot] = now
