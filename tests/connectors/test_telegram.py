@@ -10,11 +10,12 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from bot.app import Parley
+from bot.connector import InboundSink
 from bot.conversation import ConversationKey
 from bot.settings import TelegramSettings
 from bot.store import Turn, TurnStatus
@@ -36,7 +37,7 @@ async def fake() -> AsyncIterator[FakeTelegram]:
 
 def settings_for(make_settings: MakeSettings, fake: FakeTelegram, **engine: Any) -> Any:
     return make_settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),  # type: ignore[arg-type]
+        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),
         web={"enabled": False},
         engine=engine,
     )
@@ -210,10 +211,11 @@ async def test_refused_entities_fall_back_to_plain_text(make_settings: MakeSetti
 
 
 async def test_long_answer_continues_in_new_messages(make_settings: MakeSettings, fake: FakeTelegram) -> None:
-    async with Parley(settings_for(make_settings, fake, max_tokens=1400)) as app:
-        asked = fake.push(PRIVATE, "Count from 1 to 1000, one number per line.")
+    async with Parley(settings_for(make_settings, fake, max_tokens=1300)) as app:
+        essay = "Write a long, detailed essay about the history of the Roman Empire, with many sections."
+        asked = fake.push(PRIVATE, essay)
         turn, sent = await wait_answered(app, fake, private_key(), PRIVATE, asked)
-    assert len(turn.text) > 4096
+    assert len(turn.text) > app.connectors[0].limits.max_message_length
     assert len(sent) >= 2
     assert all(len(m.text) <= 4096 for m in sent)
     assert words("".join(m.text for m in sent)) == words(visible_text(to_html(turn.text)))
@@ -254,13 +256,13 @@ async def test_restart_keeps_the_conversation(make_settings: MakeSettings, fake:
 
 
 async def test_stop_is_idempotent_and_safe_after_failed_start(fake: FakeTelegram) -> None:
-    connector = TelegramConnector(TelegramSettings(token="1:wrong", base_url=fake.url))  # type: ignore[arg-type]
+    connector = TelegramConnector(TelegramSettings(token="1:wrong", base_url=fake.url))
 
     class Sink:
         def submit(self, message: Any, connector: Any) -> None:
             raise AssertionError("no message expected")
 
     with pytest.raises(Exception, match="refused"):
-        await connector.start(Sink())
+        await connector.start(cast("InboundSink", Sink()))
     await connector.stop()
     await connector.stop()
