@@ -112,7 +112,8 @@ class WebReplier:
     """Answers a ``/command`` sent to the API: SSE events when streaming, else one JSON object.
 
     Text answers are events ``{"conversation_id", "command", "text", "ephemeral"}``; a streamed model
-    answer sends ``delta`` events like a chat reply. The last event has ``"done": true``.
+    answer sends ``delta`` events like a chat reply. The last event is ``{"conversation_id",
+    "command", "done": true}``. Without streaming: ``{"conversation_id", "command", "text"}``.
     """
 
     def __init__(self, request: CommandRequest, conversation_id: str, response: web.StreamResponse | None) -> None:
@@ -138,7 +139,9 @@ class WebReplier:
         body = {"conversation_id": self.conversation_id, "command": self.command, "text": "\n\n".join(self.texts)}
         if self.response is None:
             return web.json_response(body)
-        await write_event(self.response, body | {"done": True})
+        await write_event(
+            self.response, {"conversation_id": self.conversation_id, "command": self.command, "done": True}
+        )
         return self.response
 
 
