@@ -31,8 +31,9 @@ from aiohttp import web
 
 from bot.chat import Exchange
 from bot.commands import CommandRequest
-from bot.conversation import ConversationKey
+from bot.conversation import ConversationKey, IncomingMessage
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
+from bot.plugin import Deny
 from bot.settings import WebSettings
 
 if TYPE_CHECKING:
@@ -296,8 +297,14 @@ class WebServer:
             replier = WebReplier(invocation, conversation_id, stream)
             await self.parley.chat.commands.run(invocation, replier)
             return await replier.finish()
+        message = IncomingMessage(
+            PLATFORM, conversation_id, user, "", ask.message, is_direct=True, is_admin=not self._keys
+        )
+        verdict = await self.parley.chat.check(message)
+        if isinstance(verdict, Deny):
+            raise ApiError(429, "rate_limited", verdict.note or "too many messages; wait a little")
         params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
-        exchange_cm = self.parley.chat.exchange(key, ask.message, params, conversation_id=conversation_id)
+        exchange_cm = self.parley.chat.exchange(key, verdict.text, params, conversation_id=conversation_id)
         if not ask.stream:
             try:
                 async with exchange_cm as exchange:
