@@ -2,7 +2,7 @@
 
 Connectors turn a platform's native command (a Discord application command, a Telegram
 ``/cmd@bot args`` message, a Slack slash command, a web ``/cmd args``) into a
-:class:`CommandRequest` and hand it over with a :class:`Replier` that knows how to answer on that
+:class:`CommandRequest` and hand it over with a :class:`~bot.plugin.Replier` that knows how to answer on that
 platform. Every refusal (unknown command, not allowed, cooling down, bad arguments) is a short
 answer, ephemeral where the platform can, that changes nothing.
 """
@@ -14,14 +14,14 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from bot.conversation import ConversationKey, Destination, IncomingMessage
+from bot.conversation import Destination, IncomingMessage
 from bot.errors import CommandError, ParleyError
-from bot.plugin import Command, Deny, Param, Plugin
+from bot.plugin import Command, Deny, Invocation, Param, Plugin, Replier
 
 if TYPE_CHECKING:
-    from bot.chat import ChatService, Exchange
+    from bot.chat import ChatService
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +65,6 @@ class CommandRequest:
         if self.destination is not None:
             return self.destination
         return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)
-
-
-class Replier(Protocol):
-    """How a command answers on its platform."""
-
-    async def text(self, text: str, *, ephemeral: bool = False) -> None: ...
-
-    async def stream(self, exchange: Exchange) -> str:
-        """Deliver a streamed model reply; return its text."""
 
 
 def usage_error(command: Command, problem: str) -> CommandError:
@@ -161,34 +152,6 @@ def parse_args(command: Command, args: str | Mapping[str, object]) -> dict[str, 
 
 
 @dataclass
-class _Invocation:
-    """The concrete :class:`bot.plugin.Invocation` handed to handlers."""
-
-    command: Command
-    args: dict[str, Any]
-    platform: str
-    channel: str
-    user: str
-    user_name: str
-    key: ConversationKey
-    is_admin: bool
-    settings: Any
-    chat: ChatService
-    available: Sequence[Command]
-    replier: Replier
-    replied: bool = False
-
-    async def reply(self, text: str, *, ephemeral: bool = False) -> None:
-        self.replied = True
-        await self.replier.text(text, ephemeral=ephemeral)
-
-    async def stream(self, prompt: str) -> str:
-        self.replied = True
-        async with self.chat.exchange(self.key, prompt) as exchange:
-            return await self.replier.stream(exchange)
-
-
-@dataclass
 class CommandRunner:
     """Runs commands from every plugin; one per app."""
 
@@ -253,7 +216,7 @@ class CommandRunner:
         args = parse_args(command, request.args)
         self._cool_down(command, request)
         message = request.as_message()
-        invocation = _Invocation(
+        invocation = Invocation(
             command=command,
             args=args,
             platform=request.platform,

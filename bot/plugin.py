@@ -44,7 +44,7 @@ from bot.conversation import ConversationKey, IncomingMessage
 from bot.errors import PluginError
 
 if TYPE_CHECKING:
-    from bot.chat import ChatService
+    from bot.chat import ChatService, Exchange
 
 NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 ParamKind = Literal["text", "integer", "number", "boolean", "choice"]
@@ -113,7 +113,17 @@ AfterHook = Callable[[IncomingMessage, str], Awaitable[None]]
 """Runs after a reply to ``message`` was delivered, with the reply's text."""
 
 
-class Invocation(Protocol):
+class Replier(Protocol):
+    """How a command answers on its platform (provided by the connector or the web API)."""
+
+    async def text(self, text: str, *, ephemeral: bool = False) -> None: ...
+
+    async def stream(self, exchange: Exchange) -> str:
+        """Deliver a streamed model reply; return its text."""
+
+
+@dataclass
+class Invocation:
     """A command being run, as its handler sees it."""
 
     command: Command
@@ -130,12 +140,19 @@ class Invocation(Protocol):
     chat: ChatService
     available: Sequence[Command]
     """The commands this caller may run."""
+    replier: Replier
+    replied: bool = False
 
     async def reply(self, text: str, *, ephemeral: bool = False) -> None:
         """Send text; ``ephemeral`` shows it to the caller only where the platform can."""
+        self.replied = True
+        await self.replier.text(text, ephemeral=ephemeral)
 
     async def stream(self, prompt: str) -> str:
         """Answer ``prompt`` with the model in this conversation, streamed; returns the text."""
+        self.replied = True
+        async with self.chat.exchange(self.key, prompt) as exchange:
+            return await self.replier.stream(exchange)
 
 
 def _unwrap(annotation: Any) -> tuple[Any, Arg, bool]:
