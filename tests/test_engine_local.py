@@ -127,3 +127,21 @@ async def test_the_semaphore_bounds_concurrent_generations() -> None:
         assert (await engine.generate(HELLO, GREEDY).text()).strip()
     finally:
         await engine.stop()
+
+
+async def test_two_slots_generate_side_by_side() -> None:
+    engine = LocalEngine(config(concurrency=2, queue_timeout=0.5, threads=1))
+    await engine.start()
+    try:
+        long = GenerationParams(max_tokens=60, temperature=0.0, seed=42)
+        first = engine.generate([ChatMessage("user", "Write a poem about the sea.")], long)
+        iterator = aiter(first)
+        await anext(iterator)  # one slot busy
+        # The first reply holds its slot until it is consumed; the second slot answers meanwhile
+        # (with one slot this would raise EngineBusy after queue_timeout).
+        assert (await engine.generate(HELLO, GREEDY).text()).strip()
+        async for _ in iterator:
+            pass
+        assert first.usage.finish_reason in {"stop", "length"}
+    finally:
+        await engine.stop()
