@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -216,12 +217,15 @@ class SlackConnector(Connector):
             return
         if not self._messages.add((event["channel"], event["ts"])):
             return  # the other copy of a mention, or a retry under a new event id
-        name, admin = await self._person(event)
-        message = translate(event, identity, self.threads, mentioned=mentioned, user_name=name, is_admin=admin)
+        message = translate(event, identity, self.threads, mentioned=mentioned)
         if message is None:
             return
-        if message.addressed and message.thread is not None and not message.is_direct:
-            self.threads.add((message.channel, message.thread))
+        if message.addressed:
+            if message.thread is not None and not message.is_direct:
+                self.threads.add((message.channel, message.thread))
+            # Look people up only when answering them: channel chatter costs no users.info calls.
+            name, admin = await self._person(event)
+            message = replace(message, user_name=name, is_admin=admin)
         sink.submit(message, self)
 
     async def _person(self, event: Mapping[str, Any]) -> tuple[str, bool]:

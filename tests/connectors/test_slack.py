@@ -81,17 +81,20 @@ def assert_paced(slack: FakeSlack, channel: str) -> None:
 
 
 async def test_dm_answered_with_paced_updates_and_final_text(make_settings: MakeSettings, slack: FakeSlack) -> None:
-    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 96})
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 256})
     async with Parley(settings) as app:
         assert app.status()["slack"] == "running"
         conversation_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
-        ack = await slack.send_event(dm("Hello! Tell me about the moon.", "1700000001.000100"), event_id="EvDM1")
+        ack = await slack.send_event(
+            dm("Write a long and detailed essay about the moon, with many sections.", "1700000001.000100"),
+            event_id="EvDM1",
+        )
         assert ack is not None
         assert ack["envelope_id"]
 
         turns = await answered(app, conversation_id)
         assert [t.role for t in turns] == ["user", "assistant"]
-        assert turns[0].text == "Hello! Tell me about the moon."
+        assert turns[0].text == "Write a long and detailed essay about the moon, with many sections."
         reply = turns[1]
 
         posts = slack.posted("D1", any_thread=True)
