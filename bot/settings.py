@@ -108,11 +108,20 @@ class DiscordSettings(BaseModel):
     gateway_url: str | None = None
     shards: int | None = Field(None, ge=1)
     guild_ids: CommaList = Field(default_factory=list)
+    """Register slash commands in these guilds (instant) instead of globally (may take up to an hour)."""
     rate_limit_wait: float = Field(5.0, gt=0)
     guild_ready_timeout: float = Field(2.0, gt=0)
     connect_timeout: float = Field(60.0, gt=0)
 
     _split = field_validator("guild_ids", mode="before")(_split_list)
+
+    @field_validator("guild_ids")
+    @classmethod
+    def _snowflakes(cls, ids: list[str]) -> list[str]:
+        for guild in ids:
+            if not guild.isdigit():
+                raise ValueError(f"guild ids are numbers (Discord's developer mode → Copy Server ID), not {guild!r}")
+        return ids
 
 
 class SlackSettings(BaseModel):

@@ -15,6 +15,14 @@ Discord's ``X-RateLimit-*`` buckets and would sleep on them and on a 429 up to i
 ``PARLEY_DISCORD__RATE_LIMIT_WAIT`` so a long wait is raised as ``RateLimited`` and the core blocks
 the whole channel (coalescing edits meanwhile) instead of one call silently hanging; only short
 bucket waits (a Discord edit bucket resets within ~5 s) stay inside discord.py.
+
+Slash commands: once READY, every command of the core is registered (bulk overwrite, globally or
+in each guild of ``PARLEY_DISCORD__GUILD_IDS``; see :mod:`connectors.discord.commands`). An
+invocation is deferred at once, then handed to the core, whose answers come back through
+:meth:`DiscordConnector.send`/``edit`` with the interaction in ``Destination.handle``; see
+:mod:`connectors.discord.interactions` for how those become the original response and followups.
+The deferral is ephemeral for an admin command called without Manage Server (most likely refused,
+and a refusal is shown to the caller only); otherwise it is public.
 """
 
 from __future__ import annotations
@@ -34,7 +42,9 @@ from bot.errors import ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import DiscordSettings
 from connectors.discord import endpoints
-from connectors.discord.inbound import Participation, to_incoming
+from connectors.discord.commands import application_commands
+from connectors.discord.inbound import Participation, find_command, to_command_request, to_incoming
+from connectors.discord.interactions import InteractionHandle, InteractionReplies
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +81,7 @@ class DiscordConnector(Connector):
         super().__init__()
         self.settings = settings
         self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_LENGTH, pacing=EDIT_PACING)
-        self._guild_ids = frozenset(int(guild) for guild in settings.guild_ids)
+        self._guild_ids = tuple(int(guild) for guild in settings.guild_ids)
         self._seen = Participation()
         self._client: discord.Client | None = None
         self._task: asyncio.Task[None] | None = None
@@ -110,8 +120,12 @@ class DiscordConnector(Connector):
         async def on_message(message: discord.Message) -> None:
             self._deliver(client, message)
 
+        async def on_interaction(interaction: discord.Interaction[discord.Client]) -> None:
+            await self._on_interaction(client, interaction)
+
         client.event(on_ready)
         client.event(on_message)
+        client.event(on_interaction)
         return client
 
     async def start(self, sink: InboundSink) -> None:
@@ -143,6 +157,7 @@ class DiscordConnector(Connector):
         finally:
             ready.cancel()
         if self._ready.is_set():
+            await self._sync_commands(client)
             return
         if task.done():
             error = task.exception()
@@ -186,9 +201,48 @@ class DiscordConnector(Connector):
         me = client.user
         if me is None or self._sink is None:
             return
-        incoming = to_incoming(message, me, self._seen, self._guild_ids)
+        incoming = to_incoming(message, me, self._seen)
         if incoming is not None:
             self._sink.submit(incoming, self)
+
+    async def _sync_commands(self, client: discord.Client) -> None:
+        """Register the core's commands; a failure is logged (mentions and DMs still work)."""
+        if self._sink is None or client.application_id is None:
+            return
+        payload = application_commands(self._sink.command_list)
+        targets: tuple[int | None, ...] = self._guild_ids or (None,)
+        for guild in targets:
+            where = "globally" if guild is None else f"in guild {guild}"
+            try:
+                if guild is None:
+                    await client.http.bulk_upsert_global_commands(client.application_id, payload)
+                else:
+                    await client.http.bulk_upsert_guild_commands(client.application_id, guild, payload)
+            except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+                hint = " (is the bot in it, invited with the applications.commands scope?)" if guild else ""
+                log.error("discord: could not register the slash commands %s%s: %s", where, hint, exc)
+            else:
+                log.info("discord: %d slash commands registered %s", len(payload), where)
+
+    async def _on_interaction(self, client: discord.Client, interaction: discord.Interaction[discord.Client]) -> None:
+        sink = self._sink
+        if sink is None or interaction.type is not discord.InteractionType.application_command:
+            return
+        commands = sink.command_list
+        command = find_command(commands, interaction.data or {})
+        manages = interaction.guild_id is not None and interaction.permissions.manage_guild
+        try:
+            handle = await InteractionReplies(client.http).defer(
+                interaction.id,
+                interaction.token,
+                interaction.application_id,
+                ephemeral=command is not None and command.admin and not manages,
+            )
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            # Nothing can answer it any more: Discord shows "The application did not respond".
+            log.warning("discord: could not acknowledge /%s: %s", command.name if command else "?", exc)
+            return
+        sink.submit_command(to_command_request(interaction, commands, handle), self)
 
     # outbound
 
@@ -197,7 +251,22 @@ class DiscordConnector(Connector):
             raise ConnectorError("discord: not connected")
         return self._client.get_partial_messageable(int(destination.thread or destination.channel))
 
+    def _replies(self) -> InteractionReplies:
+        if self._client is None:
+            raise ConnectorError("discord: not connected")
+        return InteractionReplies(self._client.http)
+
     async def send(self, destination: Destination, text: str) -> SentMessage:
+        handle = destination.handle
+        if isinstance(handle, InteractionHandle):
+            if not handle.expired:
+                message_id = await _translate(self._replies().send(handle, text, ephemeral=destination.ephemeral))
+                self._seen.sent(int(message_id))
+                return SentMessage(id=message_id, destination=destination)
+            if destination.ephemeral:
+                raise ConnectorError("discord: the command's interaction expired; an ephemeral answer is impossible")
+            # Past the token's 15 minutes, a long answer goes on as ordinary channel messages.
+            destination = Destination(destination.channel, destination.thread, is_group=destination.is_group)
         channel = self._messageable(destination)
         if destination.reply_to is None:
             posting = channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
@@ -214,11 +283,19 @@ class DiscordConnector(Connector):
         return SentMessage(id=str(message.id), destination=destination)
 
     async def edit(self, message: SentMessage, text: str) -> None:
+        handle = message.destination.handle
+        if isinstance(handle, InteractionHandle):
+            if handle.expired:
+                raise ConnectorError("discord: the command's interaction expired (15 minutes)")
+            await _translate(self._replies().edit(handle, message.id, text))
+            return
         partial = self._messageable(message.destination).get_partial_message(int(message.id))
         # Discord accepts an edit that changes nothing, so no special case is needed.
         await _translate(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
 
     async def typing(self, destination: Destination) -> None:
+        if isinstance(destination.handle, InteractionHandle):
+            return  # the deferred response already shows "thinking"
         await _translate(self._messageable(destination).typing())
 
 

@@ -11,16 +11,25 @@ Threads map to ``channel`` = the parent channel id and ``thread`` = the thread i
 one shared conversation that inherits its parent channel's settings (scope, system prompt); the
 connector posts replies into the thread itself. Messages from bots (this one included) are
 dropped; other messages are delivered unaddressed so that plugins can see them.
+
+A slash command (an APPLICATION_COMMAND interaction) becomes a :class:`~bot.commands.CommandRequest`
+with the same channel and thread mapping, the options' typed values as ``args`` and
+``is_admin`` = the caller's Manage Server permission in that channel.
 """
 
 from __future__ import annotations
 
 import collections
 import re
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import discord
 
-from bot.conversation import IncomingMessage
+from bot.commands import CommandRequest
+from bot.conversation import Destination, IncomingMessage
+from bot.plugin import Command
+from connectors.discord.commands import option_values
 
 PLATFORM = "discord"
 
@@ -69,22 +78,11 @@ def _is_admin(author: discord.User | discord.Member) -> bool:
     return isinstance(author, discord.Member) and author.guild_permissions.manage_guild
 
 
-def to_incoming(
-    message: discord.Message,
-    me: discord.ClientUser,
-    seen: Participation,
-    guild_ids: frozenset[int] = frozenset(),
-) -> IncomingMessage | None:
-    """The core's view of ``message``, or ``None`` when the bot must not see it at all.
-
-    ``guild_ids``, when not empty, limits the bot to those guilds (DMs are always answered).
-    """
+def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Participation) -> IncomingMessage | None:
+    """The core's view of ``message``, or ``None`` when the bot must not see it at all."""
     if message.author.bot or message.author.id == me.id:
         return None
-    guild = message.guild
-    if guild is not None and guild_ids and guild.id not in guild_ids:
-        return None
-    is_direct = guild is None
+    is_direct = message.guild is None
     mentioned = any(user.id == me.id for user in message.mentions)
     addressed = is_direct or mentioned or _replies_to_bot(message, me, seen)
     channel_id = message.channel.id
@@ -108,4 +106,37 @@ def to_incoming(
         addressed=addressed,
         user_name=message.author.display_name,
         is_admin=_is_admin(message.author),
+    )
+
+
+def find_command(commands: Sequence[Command], data: Mapping[str, Any]) -> Command | None:
+    name = str(data.get("name", ""))
+    return next((command for command in commands if command.name == name), None)
+
+
+def to_command_request(
+    interaction: discord.Interaction[Any], commands: Sequence[Command], handle: object = None
+) -> CommandRequest:
+    """The core's view of a slash command; answers go to a destination carrying ``handle``."""
+    data: Mapping[str, Any] = interaction.data or {}
+    channel = interaction.channel
+    thread: str | None = None
+    if isinstance(channel, discord.Thread):
+        thread, channel_id = str(channel.id), str(channel.parent_id)
+    else:
+        channel_id = str(interaction.channel_id)
+    is_direct = interaction.guild_id is None
+    user = interaction.user
+    return CommandRequest(
+        platform=PLATFORM,
+        channel=channel_id,
+        user=str(user.id),
+        name=str(data.get("name", "")),
+        args=option_values(find_command(commands, data), data),
+        message_id=str(interaction.id),
+        thread=thread,
+        is_direct=is_direct,
+        user_name=user.display_name,
+        is_admin=not is_direct and interaction.permissions.manage_guild,
+        destination=Destination(channel_id, thread, None, is_group=not is_direct, handle=handle),
     )
