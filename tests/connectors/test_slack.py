@@ -51,8 +51,11 @@ async def conversation(app: Parley, key: ConversationKey) -> str:
     return await app.store.conversation(key)
 
 
-async def answered(app: Parley, conversation_id: str, replies: int = 1, timeout: float = 120.0) -> list[Turn]:
-    """Wait until the conversation has ``replies`` finished assistant turns; return all its turns."""
+async def answered(app: Parley, conversation_id: str, replies: int = 1, timeout: float = 240.0) -> list[Turn]:
+    """Wait until the conversation has ``replies`` finished assistant turns; return all its turns.
+
+    The timeout is a ceiling for a machine shared with other model runs, not a speed check.
+    """
     turns: list[Turn] = []
 
     async def done() -> bool:
@@ -196,6 +199,7 @@ async def test_http_mode_verifies_signatures_and_answers_a_retry_once(
         assert slack.rejected == []
 
 
+@pytest.mark.timeout(600)
 async def test_long_answer_rolls_over_into_new_messages_in_the_thread(
     make_settings: MakeSettings, slack: FakeSlack
 ) -> None:
@@ -207,7 +211,7 @@ async def test_long_answer_rolls_over_into_new_messages_in_the_thread(
         prompt = "<@UBOT> Write a very long and detailed essay about the history of Rome, with many sections."
         conversation_id = await conversation(app, ConversationKey("slack", "C1", ts, None))
         await slack.send_event({"type": "app_mention", "channel": "C1", "user": "U2", "text": prompt, "ts": ts})
-        turns = await answered(app, conversation_id, timeout=400)  # ~1000 tokens; slow when the CPUs are shared
+        turns = await answered(app, conversation_id, timeout=540)  # ~1000 tokens
         reply = turns[-1].text
         assert len(reply) > MAX_MESSAGE_CHARS, len(reply)
 
