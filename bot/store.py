@@ -177,7 +177,7 @@ class Store:
 
         Safe to call concurrently for one key: an insert that loses the race yields to the winner.
         """
-        found = await self._conversation_id(key)
+        found = await self.find_conversation(key)
         if found is not None:
             return found
         await self.db.execute(
@@ -186,11 +186,12 @@ class Store:
             (create_id or uuid.uuid4().hex, *_key_row(key), time.time()),
         )
         await self.db.commit()
-        found = await self._conversation_id(key)
+        found = await self.find_conversation(key)
         assert found is not None
         return found
 
-    async def _conversation_id(self, key: ConversationKey) -> str | None:
+    async def find_conversation(self, key: ConversationKey) -> str | None:
+        """The id of ``key``'s conversation if it exists (never creates one)."""
         async with self.db.execute(
             "SELECT id FROM conversations WHERE platform=? AND channel=? AND thread=? AND user=?", _key_row(key)
         ) as cursor:
