@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 
 from bot.app import Parley
+from bot.commands import CommandRequest
 from bot.connector import Connector
 from bot.conversation import ConversationKey, IncomingMessage
 from bot.errors import ConnectorError
+from bot.plugin import Command
 from bot.settings import DiscordSettings
 from bot.store import Store, Turn, TurnStatus
 from connectors.discord import DiscordConnector, endpoints
@@ -206,11 +208,22 @@ async def test_long_answer_rolls_over_before_2000_chars(fake: FakeDiscord, make_
 
 
 class _Inbox:
-    def __init__(self) -> None:
+    """A sink without the core: collects what the connector delivers."""
+
+    def __init__(self, commands: Sequence[Command] = ()) -> None:
         self.messages: asyncio.Queue[IncomingMessage] = asyncio.Queue()
+        self.requests: asyncio.Queue[CommandRequest] = asyncio.Queue()
+        self.commands = list(commands)
 
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
         self.messages.put_nowait(message)
+
+    def submit_command(self, request: CommandRequest, connector: Connector) -> None:
+        self.requests.put_nowait(request)
+
+    @property
+    def command_list(self) -> Sequence[Command]:
+        return self.commands
 
 
 async def test_a_rejected_token_is_a_clear_error(fake: FakeDiscord) -> None:

@@ -12,6 +12,14 @@ It speaks just enough of the real protocol for an unpatched discord.py client:
 - The gateway: HELLO, heartbeat ACKs, IDENTIFY → READY + GUILD_CREATE, dispatches with sequence
   numbers, op 7 on demand (:meth:`FakeDiscord.force_reconnect`) and RESUME → replay of every event
   the client missed, then RESUMED. Events raised while no client is connected wait for the resume.
+- Slash commands: bulk overwrite of application commands (global and per guild, checked like
+  Discord checks them, kept in :attr:`FakeDiscord.registered`); :meth:`FakeDiscord.use_command`
+  dispatches INTERACTION_CREATE (APPLICATION_COMMAND, typed options, member permissions); the
+  callback (``?with_response=1`` → InteractionCallbackResponse; later than 3 s → 10062 Unknown
+  interaction), the original response (GET/PATCH/DELETE ``@original``) and followups (POST, PATCH;
+  flags 64 = ephemeral). As on Discord, a followup sent while the deferred "thinking" message is
+  still there fills that message and keeps the deferral's visibility. Each interaction's answers are
+  in :attr:`FakeInteraction.answers` (original first, deleted ones marked ``deleted``).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +38,12 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 BUCKET_CALLS = 5
 BUCKET_SECONDS = 5.0
 JSON = "application/json"  # exactly: discord.py compares the header with ==
+MANAGE_GUILD = 1 << 5
+EPHEMERAL = 1 << 6
+LOADING = 1 << 7
+DEFER_DEADLINE = 3.0
+OPTION_NAME = re.compile(r"^[-_\w]{1,32}$")
+OPTION_TYPES = {3, 4, 5, 10}
 
 
 @dataclass
@@ -40,6 +55,33 @@ class Call:
     message: str = ""
     body: dict[str, Any] = field(default_factory=dict)
     status: int = 200
+    interaction: str = ""
+
+
+@dataclass
+class FakeInteraction:
+    """One slash command use and what the bot answered."""
+
+    id: str
+    token: str
+    name: str
+    channel: str
+    at: float
+    """Loop time of the INTERACTION_CREATE dispatch."""
+    acked_at: float | None = None
+    ephemeral: bool = False
+    """Whether the deferral was ephemeral."""
+    state: str = "new"
+    """The original response: new, loading (deferred), filled or deleted."""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def original(self) -> dict[str, Any] | None:
+        return self.answers[0] if self.answers and self.answers[0].get("interaction_original") else None
+
+    def visible(self) -> list[dict[str, Any]]:
+        """The answers still shown (to someone), in order."""
+        return [m for m in self.answers if not m.get("deleted") and not m["flags"] & LOADING]
 
 
 @dataclass
@@ -75,6 +117,9 @@ class FakeDiscord:
         self.calls: list[Call] = []
         self.rejected: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
+        self.registered: dict[str, list[dict[str, Any]]] = {}
+        """Application commands by scope: "global" or a guild id."""
+        self.interactions: dict[str, FakeInteraction] = {}
         self.identifies = 0
         self.last_identify: dict[str, Any] = {}
         self.resumes = 0
@@ -99,6 +144,14 @@ class FakeDiscord:
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._post_message)
         app.router.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._edit_message)
         app.router.add_post(f"{api}/channels/{{channel}}/typing", self._typing)
+        app.router.add_put(f"{api}/applications/{{app}}/commands", self._put_commands)
+        app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._put_commands)
+        app.router.add_post(f"{api}/interactions/{{id}}/{{token}}/callback", self._callback)
+        hook = f"{api}/webhooks/{{app}}/{{token}}"
+        app.router.add_post(hook, self._followup)
+        app.router.add_get(f"{hook}/messages/{{message}}", self._webhook_message)
+        app.router.add_patch(f"{hook}/messages/{{message}}", self._webhook_message)
+        app.router.add_delete(f"{hook}/messages/{{message}}", self._webhook_message)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -203,7 +256,7 @@ class FakeDiscord:
         return self._json(body, 429, headers)
 
     def _message(self, channel: str, author: dict[str, Any], content: str, **extra: Any) -> dict[str, Any]:
-        message = {
+        message: dict[str, Any] = {
             "id": self.snowflake(),
             "channel_id": channel,
             "author": author,
@@ -271,6 +324,246 @@ class FakeDiscord:
         self._check_auth(request)
         self.calls.append(Call(asyncio.get_running_loop().time(), "POST", request.path, request.match_info["channel"]))
         return web.Response(status=204)
+
+    # application commands and interactions
+
+    @staticmethod
+    def _command_problem(command: dict[str, Any]) -> str | None:
+        """What Discord would refuse in a CHAT_INPUT command, or ``None``."""
+        if command.get("type", 1) != 1 or not re.fullmatch(r"[a-z0-9_-]{1,32}", str(command.get("name"))):
+            return "name"
+        if not 1 <= len(command.get("description", "")) <= 100:
+            return "description"
+        options = command.get("options", [])
+        if len(options) > 25:
+            return "options"
+        seen_optional = False
+        for option in options:
+            if option.get("type") not in OPTION_TYPES or not OPTION_NAME.match(str(option.get("name"))):
+                return "option type or name"
+            if option["name"] != option["name"].lower() or not 1 <= len(option.get("description", "")) <= 100:
+                return "option name or description"
+            if option.get("required") and seen_optional:
+                return "required options must be placed before non-required options"
+            seen_optional = seen_optional or not option.get("required")
+            if len(option.get("choices", [])) > 25 or ("choices" in option and option["type"] == 5):
+                return "choices"
+            if "max_length" in option and (option["type"] != 3 or not 1 <= option["max_length"] <= 6000):
+                return "max_length"
+        return None
+
+    async def _put_commands(self, request: web.Request) -> web.Response:
+        self._check_auth(request)
+        body = await request.json()
+        scope = request.match_info.get("guild", "global")
+        call = Call(asyncio.get_running_loop().time(), "PUT", request.path, body={"commands": body})
+        self.calls.append(call)
+        if request.match_info["app"] != self.app_id or scope not in ("global", self.guild_id):
+            call.status = 403
+            return self._json({"message": "Missing Access", "code": 50001}, 403)
+        for command in body:
+            problem = self._command_problem(command)
+            if problem is not None:
+                call.status = 400
+                return self._json({"message": "Invalid Form Body", "code": 50035, "errors": problem}, 400)
+        stored = [
+            {**command, "id": self.snowflake(), "application_id": self.app_id, "version": self.snowflake()}
+            for command in body
+        ]
+        self.registered[scope] = stored
+        return self._json(stored)
+
+    def registered_command(self, name: str, scope: str = "global") -> dict[str, Any]:
+        return next(c for c in self.registered.get(scope, []) if c["name"] == name)
+
+    async def use_command(
+        self,
+        name: str,
+        options: dict[str, Any] | None = None,
+        *,
+        user: tuple[str, str] = ("1001", "alice"),
+        where: str = "channel",
+        permissions: int = 0,
+    ) -> FakeInteraction:
+        """A user runs ``/name`` with typed ``options`` (sent as given, like Discord's client would
+        not: tests may send values outside the choices); ``permissions`` are the member's."""
+        author = _user(*user)
+        dm_channel = str(9_000_000 + int(user[0]))
+        channel = {"dm": dm_channel, "channel": self.channel_id, "thread": self.thread_id}[where]
+        known = {c["name"]: c for scope in self.registered.values() for c in scope}
+        declared = {o["name"]: o["type"] for o in known.get(name, {}).get("options", [])}
+        typed = {bool: 5, int: 4, float: 10}
+        data: dict[str, Any] = {"id": known.get(name, {}).get("id", self.snowflake()), "name": name, "type": 1}
+        if options:
+            data["options"] = [
+                {"name": key, "type": declared.get(key, typed.get(type(value), 3)), "value": value}
+                for key, value in options.items()
+            ]
+        interaction = FakeInteraction(
+            self.snowflake(), f"token-{next(self._ids)}", name, channel, asyncio.get_running_loop().time()
+        )
+        self.interactions[interaction.id] = interaction
+        payload: dict[str, Any] = {
+            "id": interaction.id,
+            "application_id": self.app_id,
+            "type": 2,
+            "token": interaction.token,
+            "version": 1,
+            "data": data,
+            "channel_id": channel,
+            "locale": "en-US",
+            "app_permissions": "2248473465835073",
+            "entitlements": [],
+            "attachment_size_limit": 8_388_608,
+        }
+        if where == "dm":
+            payload |= {"user": author, "context": 1, "channel": {"id": channel, "type": 1, "recipients": [author]}}
+        else:
+            kind = {"channel": 0, "thread": 11}[where]
+            raw_channel: dict[str, Any] = {"id": channel, "type": kind, "guild_id": self.guild_id, "name": where}
+            if where == "thread":
+                raw_channel["parent_id"] = self.channel_id
+            member = {
+                "user": author,
+                "roles": [],
+                "joined_at": "2025-01-01T00:00:00+00:00",
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(permissions),
+            }
+            payload |= {"guild_id": self.guild_id, "guild_locale": "en-US", "context": 0}
+            payload |= {"channel": raw_channel, "member": member}
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return interaction
+
+    def _interaction_message(self, interaction: FakeInteraction, content: str, flags: int) -> dict[str, Any]:
+        message = self._message(
+            interaction.channel,
+            self.bot,
+            content,
+            flags=flags,
+            webhook_id=self.app_id,
+            application_id=self.app_id,
+            type=20,
+            interaction_metadata={"id": interaction.id, "type": 2, "user": _user("0", "caller")},
+        )
+        interaction.answers.append(message)
+        return message
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        now = asyncio.get_running_loop().time()
+        body = await request.json()
+        interaction = self.interactions.get(request.match_info["id"])
+        call = Call(now, "POST", request.path, body=body, interaction=request.match_info["id"])
+        self.calls.append(call)
+        if interaction is None or interaction.token != request.match_info["token"]:
+            call.status = 404
+            return self._json({"message": "Unknown interaction", "code": 10062}, 404)
+        call.channel = interaction.channel
+        if now - interaction.at > DEFER_DEADLINE:
+            call.status = 404
+            return self._json({"message": "Unknown interaction", "code": 10062}, 404)
+        if interaction.acked_at is not None:
+            call.status = 400
+            return self._json({"message": "Interaction has already been acknowledged.", "code": 40060}, 400)
+        interaction.acked_at = now
+        flags = int((body.get("data") or {}).get("flags", 0))
+        interaction.ephemeral = bool(flags & EPHEMERAL)
+        if body.get("type") == 5:
+            message = self._interaction_message(interaction, "", (flags & EPHEMERAL) | LOADING)
+            interaction.state = "loading"
+        elif body.get("type") == 4:
+            message = self._interaction_message(interaction, body["data"].get("content", ""), flags & EPHEMERAL)
+            interaction.state = "filled"
+        else:
+            call.status = 400
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": "type"}, 400)
+        message["interaction_original"] = True
+        if request.query.get("with_response") not in ("1", "true", "True"):
+            return web.Response(status=204)
+        answer = {
+            "id": interaction.id,
+            "type": 2,
+            "response_message_id": message["id"],
+            "response_message_loading": body["type"] == 5,
+            "response_message_ephemeral": interaction.ephemeral,
+        }
+        return self._json({"interaction": answer, "resource": {"type": body["type"], "message": message}})
+
+    def _interaction_for(self, request: web.Request) -> FakeInteraction | None:
+        if request.match_info["app"] != self.app_id:
+            return None
+        token = request.match_info["token"]
+        return next((i for i in self.interactions.values() if i.token == token and i.acked_at is not None), None)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        now = asyncio.get_running_loop().time()
+        body = await request.json()
+        interaction = self._interaction_for(request)
+        call = Call(now, "POST", request.path, body=body)
+        self.calls.append(call)
+        if interaction is None:
+            call.status = 404
+            return self._json({"message": "Unknown Webhook", "code": 10015}, 404)
+        call.channel, call.interaction = interaction.channel, interaction.id
+        refused = self._rate_limit("webhook-post", interaction.channel, call)
+        if refused is not None:
+            return refused
+        headers = call.body.pop("_headers")
+        if len(body.get("content", "")) > 2000:
+            call.status = 400
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": "length"}, 400)
+        original = interaction.original
+        if interaction.state == "loading" and original is not None:
+            # Discord: the first followup after a deferral fills the "thinking" message, keeping its flags.
+            original["content"] = body.get("content", "")
+            original["flags"] &= ~LOADING
+            interaction.state = "filled"
+            call.message = original["id"]
+            return self._json(original, headers=headers)
+        flags = int(body.get("flags", 0)) & EPHEMERAL
+        message = self._interaction_message(interaction, body.get("content", ""), flags)
+        call.message = message["id"]
+        return self._json(message, headers=headers)
+
+    async def _webhook_message(self, request: web.Request) -> web.Response:
+        now = asyncio.get_running_loop().time()
+        method = request.method
+        body = await request.json() if method == "PATCH" else {}
+        interaction = self._interaction_for(request)
+        call = Call(now, method, request.path, body=body)
+        self.calls.append(call)
+        unknown = self._json({"message": "Unknown Message", "code": 10008}, 404)
+        if interaction is None:
+            call.status = 404
+            return self._json({"message": "Unknown Webhook", "code": 10015}, 404)
+        call.channel, call.interaction = interaction.channel, interaction.id
+        wanted = request.match_info["message"]
+        message = interaction.original if wanted == "@original" else self.messages.get(wanted)
+        if message is None or message not in interaction.answers or message.get("deleted"):
+            call.status = 404
+            return unknown
+        call.message = message["id"]
+        if method == "GET":
+            return self._json(message)
+        if method == "DELETE":
+            message["deleted"] = True
+            if message.get("interaction_original"):
+                interaction.state = "deleted"
+            return web.Response(status=204)
+        refused = self._rate_limit("webhook-edit", interaction.channel, call)
+        if refused is not None:
+            return refused
+        headers = call.body.pop("_headers")
+        if len(body.get("content", "")) > 2000:
+            call.status = 400
+            return self._json({"message": "Invalid Form Body", "code": 50035, "errors": "length"}, 400)
+        message["content"] = body.get("content", message["content"])
+        message["flags"] &= ~LOADING
+        if message.get("interaction_original"):
+            interaction.state = "filled"
+        return self._json(message, headers=headers)
 
     # gateway
 
@@ -350,7 +643,7 @@ class FakeDiscord:
         return ws
 
     async def _on_frame(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
-        op, data = frame.get("op"), frame.get("d")
+        op, data = frame.get("op"), frame.get("d") or {}
         if op == 1:
             await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
