@@ -8,6 +8,7 @@ within Discord's 3 s.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from bot.app import Parley
 from bot.conversation import ConversationKey
 from bot.store import TurnStatus
 from connectors.discord import DiscordConnector, endpoints
+from connectors.discord.interactions import InteractionHandle
 from plugins.core import plugin as core_plugin
 from tests.conftest import MakeSettings
 from tests.connectors.test_discord import WINDOW, _Inbox, discord_settings, finished_reply
@@ -228,3 +230,38 @@ async def test_interactions_become_command_requests(fake: FakeDiscord) -> None:
     assert in_dm.is_direct
     assert not in_dm.is_admin
     assert in_dm.reply_destination().is_group is False
+
+
+async def test_answers_fill_the_original_then_follow_up(fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
+    # A guild the bot is not in: registration fails, is logged, and the bot still runs.
+    connector = DiscordConnector(discord_settings(fake, guild_ids="12345", connect_timeout=20))
+    inbox = _Inbox(core_plugin.router.commands)
+    await connector.start(inbox)
+    try:
+        ask = await fake.use_command("ask", {"prompt": "hi"})
+        destination = (await asyncio.wait_for(inbox.requests.get(), 10)).reply_destination()
+        first = await connector.send(destination, "one")
+        second = await connector.send(destination, "two")
+        await connector.edit(second, "two, edited")
+        await connector.edit(first, "one, edited")
+        private = await connector.send(dataclasses.replace(destination, ephemeral=True), "only you")
+        await connector.edit(private, "only you, edited")
+        handle = destination.handle
+        assert isinstance(handle, InteractionHandle)
+        handle.expires = 0.0  # past the token's 15 minutes: a long answer goes on in the channel
+        late = await connector.send(destination, "three")
+    finally:
+        await connector.stop()
+
+    assert "could not register the slash commands in guild 12345" in caplog.text
+    original = ask.original
+    assert original is not None
+    assert (first.id, original["content"]) == (original["id"], "one, edited")
+    shown = [(m["content"], bool(m["flags"] & EPHEMERAL)) for m in ask.visible()]
+    assert shown == [("one, edited", False), ("two, edited", False), ("only you, edited", True)]
+    assert second.id == ask.answers[1]["id"]
+    assert all(
+        c.body.get("allowed_mentions") == {"parse": []} for c in fake.calls if c.interaction and "content" in c.body
+    )
+    (post,) = [c for c in fake.posts(fake.channel_id) if not c.interaction]
+    assert (post.message, post.body["content"]) == (late.id, "three")
