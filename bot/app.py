@@ -72,6 +72,7 @@ class Parley:
                 log.info("%s: connected", connector.name)
 
             stack.push_async_callback(self.chat.drain, self.settings.shutdown_timeout)
+            stack.push_async_callback(self._pause_intake)  # runs first on the way down
         except BaseException:
             await stack.aclose()
             raise
@@ -82,6 +83,13 @@ class Parley:
         if engine.backend == "openai":
             return f"{engine.base_url}, model {engine.model}"
         return f"{engine.model_path}, n_ctx {engine.n_ctx}, {engine.threads} threads, {engine.concurrency} slot(s)"
+
+    async def _pause_intake(self) -> None:
+        for connector in self.connectors:
+            try:
+                await connector.pause_intake()
+            except ParleyError as exc:
+                log.warning("%s: could not pause intake: %s", connector.name, exc)
 
     async def stop(self) -> None:
         self.ready = False

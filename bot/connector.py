@@ -96,6 +96,12 @@ class Connector(abc.ABC):
         An edit that changes nothing must not raise. Raises ``RateLimited`` or ``ConnectorError``.
         """
 
+    async def pause_intake(self) -> None:  # noqa: B027 - optional hook
+        """Stop receiving new messages before shutdown, leaving them with the platform if it can
+        redeliver them (Telegram keeps unconfirmed updates). Replies in progress keep using
+        ``send``/``edit`` until ``stop()``. Platforms that cannot hold messages keep delivering,
+        and the core answers them with a short "restarting" notice."""
+
     async def typing(self, destination: Destination) -> None:  # noqa: B027 - optional hook
         """Show a typing indicator, where the platform has one. Errors are ignored by callers."""
 
