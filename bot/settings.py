@@ -8,6 +8,7 @@ working directory is read too. List settings take comma-separated values.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -108,7 +109,7 @@ class DiscordSettings(BaseModel):
     gateway_url: str | None = None
     shards: int | None = Field(None, ge=1)
     guild_ids: CommaList = Field(default_factory=list)
-    """Register slash commands in these guilds (instant) instead of globally (may take up to an hour)."""
+    """Register slash commands in these guilds (updated at once; for development) instead of globally."""
     rate_limit_wait: float = Field(5.0, gt=0)
     guild_ready_timeout: float = Field(2.0, gt=0)
     connect_timeout: float = Field(60.0, gt=0)
@@ -129,6 +130,19 @@ class SlackSettings(BaseModel):
     app_token: SecretStr | None = None
     signing_secret: SecretStr | None = None
     api_url: str | None = None
+    command_prefix: str = ""
+    """Put before every slash command (``parley-`` gives ``/parley-ask``); Slack command names are per app
+    but users see every app's, so common names like ``/help`` may clash."""
+    public_url: str | None = None
+    """Where Slack reaches Parley's web server (HTTP mode), for the app manifest's request URLs."""
+
+    @field_validator("command_prefix")
+    @classmethod
+    def _command_prefix(cls, prefix: str) -> str:
+        prefix = prefix.strip().lower().lstrip("/")
+        if prefix and not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,15}", prefix):
+            raise ValueError("use up to 16 lowercase letters, digits, - or _ (for example parley-)")
+        return prefix
 
 
 class PluginsSettings(BaseModel):
