@@ -30,6 +30,8 @@ from engine.base import ChatMessage, Engine, GenerationParams, Reply
 log = logging.getLogger(__name__)
 
 _DONE = object()
+TEMPLATE_TOKENS = 5
+"""Tokens a chat template adds around one message (role markers, separators): an estimate."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,25 +139,39 @@ class LocalEngine(Engine):
         return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
 
     def _fit(self, llm: llama_cpp.Llama, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[int], int]:
-        """Drop the oldest history until the prompt leaves room for ``max_tokens``."""
+        """Drop the oldest history until the prompt leaves room for ``max_tokens``.
+
+        One pass over per-message token counts picks the cut (so a long history costs one
+        tokenization per message, not one of the whole prompt per dropped message); the full
+        prompt is then tokenized once, and the rare miss drops one more message.
+        """
         budget = self.config.n_ctx - max_tokens
         system = [m for m in messages[:1] if m.role == "system"]
         rest = list(messages[len(system) :])
-        dropped = 0
+        tokens = self._tokens(llm, system + rest)
+        if len(tokens) <= budget:
+            return tokens, 0
+        overhead = len(self._tokens(llm, system))
+        keep = 0
+        for message in reversed(rest):
+            cost = len(llm.tokenize(message.content.encode("utf-8"), add_bos=False)) + TEMPLATE_TOKENS
+            if overhead + cost > budget and keep > 0:
+                break
+            overhead += cost
+            keep += 1
+        start = len(rest) - keep
         while True:
-            tokens = self._tokens(llm, system + rest)
+            while start < len(rest) - 1 and rest[start].role != "user":
+                start += 1
+            tokens = self._tokens(llm, system + rest[start:])
             if len(tokens) <= budget:
-                return tokens, dropped
-            if len(rest) <= 1:
+                return tokens, start
+            if start >= len(rest) - 1:
                 raise ContextOverflow(
                     f"prompt of {len(tokens)} tokens does not fit {budget} (n_ctx {self.config.n_ctx} - "
                     f"max_tokens {max_tokens})"
                 )
-            rest.pop(0)
-            dropped += 1
-            while len(rest) > 1 and rest[0].role != "user":
-                rest.pop(0)
-                dropped += 1
+            start += 1
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         if not self._slots:

@@ -91,7 +91,7 @@ async def test_cancel_stops_within_a_token_or_two_and_frees_the_slot(engine: Loc
     assert reply.usage.finish_reason == "cancelled"
     assert reply.usage.completion_tokens < 20
     # The single slot is free again at once.
-    assert (await asyncio.wait_for(engine.generate(HELLO, GREEDY).text(), 30)).strip()
+    assert (await asyncio.wait_for(engine.generate(HELLO, GREEDY).text(), 120)).strip()
 
 
 async def test_cancelling_the_consumer_task_frees_the_slot(engine: LocalEngine) -> None:
@@ -108,7 +108,7 @@ async def test_cancelling_the_consumer_task_frees_the_slot(engine: LocalEngine) 
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert (await asyncio.wait_for(engine.generate(HELLO, GREEDY).text(), 30)).strip()
+    assert (await asyncio.wait_for(engine.generate(HELLO, GREEDY).text(), 120)).strip()
 
 
 async def test_the_semaphore_bounds_concurrent_generations() -> None:
@@ -143,5 +143,23 @@ async def test_two_slots_generate_side_by_side() -> None:
         async for _ in iterator:
             pass
         assert first.usage.finish_reason in {"stop", "length"}
+    finally:
+        await engine.stop()
+
+
+async def test_a_long_history_is_trimmed_in_one_pass() -> None:
+    """Hundreds of turns: the cut is found from per-message counts, and the newest turns are kept."""
+    engine = LocalEngine(config(n_ctx=512))
+    await engine.start()
+    try:
+        history = [ChatMessage("system", "Be brief.")]
+        for i in range(300):
+            history += [ChatMessage("user", f"note {i}: apples"), ChatMessage("assistant", f"noted {i}")]
+        history.append(ChatMessage("user", "Which note came last?"))
+        reply = engine.generate(history, GenerationParams(max_tokens=16, temperature=0.0, seed=42))
+        await reply.text()
+        usage = reply.usage
+        assert 500 < usage.dropped_messages < 601  # about ten tokens a message; ~45 newest kept
+        assert 512 - 16 - 40 <= usage.prompt_tokens <= 512 - 16
     finally:
         await engine.stop()
