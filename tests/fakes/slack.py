@@ -1,9 +1,14 @@
 """A wire-level fake of Slack on 127.0.0.1: the Web API methods Parley uses and Socket Mode.
 
-Web API: ``POST /api/<method>`` with a Bearer token, JSON or form bodies (slack_sdk sends both),
-answering ``{"ok": ...}``. Implemented: ``auth.test``, ``apps.connections.open``, ``users.info``,
-``chat.postMessage``, ``chat.update``. Socket Mode: ``GET /link`` upgrades to a websocket that
-says ``hello``, then carries the envelopes :meth:`FakeSlack.send_event` pushes and reads acks.
+Web API: ``POST /api/<method>`` with a Bearer token, JSON or form bodies (slack_sdk sends both;
+``GET`` with query parameters for reads such as ``users.info``),
+answering ``{"ok": ...}``. Implemented: ``auth.test``, ``apps.connections.open``, ``users.info``
+(``is_admin`` for the users in ``admins``), ``chat.postMessage``, ``chat.update``,
+``chat.postEphemeral``. Socket Mode: ``GET /link`` upgrades to a websocket that says ``hello``,
+then carries the envelopes :meth:`FakeSlack.send_event` and :meth:`FakeSlack.send_command` push
+and reads acks. Slash commands carry a ``response_url`` on the fake (``POST /respond/<id>``,
+recorded in ``responses``); over HTTP, :func:`post_command` sends one form-encoded and signed.
+Chat calls to a channel in ``not_member`` fail with ``not_in_channel``.
 
 Like Slack, it posts a ``message`` event for each message the bot posts (``echo``), rejects
 ``chat.update`` text over 4,000 characters (``msg_too_long``) and, when ``min_gap`` is set,
@@ -20,6 +25,7 @@ import hmac
 import itertools
 import json
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -43,6 +49,27 @@ class Call:
     @property
     def rejected(self) -> bool:
         return self.status != 200 or self.error is not None
+
+
+@dataclass
+class Ephemeral:
+    channel: str
+    user: str
+    text: str
+    at: float
+
+
+@dataclass
+class CommandAck:
+    """A slash command pushed over Socket Mode and its ack (loop times)."""
+
+    ack: dict[str, Any]
+    sent_at: float
+    acked_at: float
+
+    @property
+    def delay(self) -> float:
+        return self.acked_at - self.sent_at
 
 
 @dataclass
@@ -76,6 +103,11 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.messages: dict[str, Posted] = {}
         self.acks: list[dict[str, Any]] = []
+        self.admins: set[str] = set()
+        self.not_member: set[str] = set()
+        self.ephemeral: list[Ephemeral] = []
+        self.responses: list[tuple[str, dict[str, Any]]] = []
+        self._acked_at: dict[str, float] = {}
         self.sockets: list[web.WebSocketResponse] = []
         self.connected = asyncio.Event()
         self._forced: dict[str, list[float]] = {}
@@ -91,7 +123,9 @@ class FakeSlack:
     async def __aenter__(self) -> FakeSlack:
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)  # slack_sdk reads users.info with GET
         app.router.add_get("/link", self._socket)
+        app.router.add_post("/respond/{id}", self._respond)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -136,7 +170,9 @@ class FakeSlack:
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            params: dict[str, Any] = dict(request.query)
+        elif request.content_type == "application/json":
             params = dict(await request.json())
         else:
             params = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
@@ -155,11 +191,14 @@ class FakeSlack:
             "users.info": self._users_info,
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
+            "chat.postEphemeral": self._post_ephemeral,
         }.get(method)
         if handler is None:
             return self._error(call, "unknown_method")
         if method.startswith("chat."):
             channel = str(params.get("channel", ""))
+            if channel in self.not_member:
+                return self._error(call, "not_in_channel")
             last = self._last_accepted.get(channel)
             if self.min_gap is not None and last is not None and call.at - last < self.min_gap:
                 return self._limited(call, 1)
@@ -194,7 +233,23 @@ class FakeSlack:
     def _users_info(self, call: Call) -> web.Response:
         user = str(call.params.get("user", ""))
         profile = {"display_name": f"name-{user}", "real_name": f"Real {user}"}
-        return web.json_response({"ok": True, "user": {"id": user, "name": user.lower(), "profile": profile}})
+        person = {"id": user, "name": user.lower(), "profile": profile, "is_admin": user in self.admins}
+        return web.json_response({"ok": True, "user": person | {"is_owner": False}})
+
+    def _post_ephemeral(self, call: Call) -> web.Response:
+        channel, user = str(call.params.get("channel", "")), str(call.params.get("user", ""))
+        text = str(call.params.get("text", ""))
+        if not channel or not user:
+            return self._error(call, "channel_not_found" if not channel else "user_not_found")
+        if not text.strip():
+            return self._error(call, "no_text")
+        self.ephemeral.append(Ephemeral(channel, user, text, call.at))
+        self._last_accepted[channel] = call.at
+        return web.json_response({"ok": True, "message_ts": f"{1800000000 + next(self._ts)}.000000"})
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append((request.match_info["id"], dict(await request.json())))
+        return web.Response(text="ok")
 
     def _post_message(self, call: Call) -> web.Response:
         channel, text = str(call.params.get("channel", "")), str(call.params.get("text", ""))
@@ -260,6 +315,7 @@ class FakeSlack:
                     continue
                 ack = json.loads(frame.data)
                 self.acks.append(ack)
+                self._acked_at[str(ack.get("envelope_id"))] = asyncio.get_running_loop().time()
                 future = self._pending.pop(str(ack.get("envelope_id")), None)
                 if future is not None and not future.done():
                     future.set_result(ack)
@@ -308,6 +364,47 @@ class FakeSlack:
             return None
         return await asyncio.wait_for(future, 5)
 
+    def command_payload(
+        self, command: str, text: str = "", *, user: str = "U1", channel: str = "C1", user_name: str = ""
+    ) -> dict[str, str]:
+        """A slash command's payload as Slack sends it (form fields over HTTP, JSON over Socket Mode)."""
+        trigger = uuid.uuid4().hex[:12]
+        return {
+            "token": "verification-token",
+            "team_id": "T1",
+            "team_domain": "fake",
+            "channel_id": channel,
+            "channel_name": "directmessage" if channel.startswith("D") else "general",
+            "user_id": user,
+            "user_name": user_name or user.lower(),
+            "command": command,
+            "text": text,
+            "api_app_id": "A1",
+            "is_enterprise_install": "false",
+            "response_url": f"{self.url}/respond/{trigger}",
+            "trigger_id": f"{trigger}.T1",
+        }
+
+    async def send_command(
+        self, command: str, text: str = "", *, user: str = "U1", channel: str = "C1", user_name: str = ""
+    ) -> CommandAck:
+        """Push a ``slash_commands`` envelope; return its ack and when it came (waits up to 5 s)."""
+        await asyncio.wait_for(self.connected.wait(), 10)
+        envelope_id = uuid.uuid4().hex
+        envelope = {
+            "envelope_id": envelope_id,
+            "type": "slash_commands",
+            "payload": self.command_payload(command, text, user=user, channel=channel, user_name=user_name),
+            "accepts_response_payload": True,
+        }
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[envelope_id] = future
+        sent_at = loop.time()
+        await self.sockets[-1].send_str(json.dumps(envelope))
+        ack = await asyncio.wait_for(future, 5)
+        return CommandAck(ack, sent_at, self._acked_at[envelope_id])
+
 
 def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, str]:
     """The headers Slack signs an HTTP request with."""
@@ -329,5 +426,13 @@ async def post_event(
     headers = {"Content-Type": "application/json", **sign(secret, raw, timestamp)}
     if retry_num is not None:
         headers |= {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"}
+    async with aiohttp.ClientSession() as session, session.post(url, data=raw, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def post_command(url: str, payload: dict[str, str], secret: str) -> tuple[int, str]:
+    """POST a signed, form-encoded slash command as Slack does; return the HTTP status and body."""
+    raw = urllib.parse.urlencode(payload).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(secret, raw)}
     async with aiohttp.ClientSession() as session, session.post(url, data=raw, headers=headers) as response:
         return response.status, await response.text()
