@@ -10,6 +10,14 @@ Slack's 3 s deadline is met whatever the model does. A retried delivery carries 
 share ``(channel, ts)`` and only the first is delivered. Which messages are answered, and in
 which thread, is decided in :mod:`connectors.slack.events`.
 
+Slash commands (every command of the loaded plugins, named ``/<PARLEY_SLACK__COMMAND_PREFIX><name>``)
+arrive as Socket Mode ``slash_commands`` envelopes or, over HTTP, form-encoded at the same
+``POST /slack/events``. They are acknowledged empty at once and handed to the core as a
+:class:`~bot.commands.CommandRequest` (see :mod:`connectors.slack.commands`). Answers go into the
+channel; ephemeral ones (refusals, usage) are ``chat.postEphemeral`` to the caller, or the
+command's ``response_url`` where the bot is not in the channel. The core never edits an
+ephemeral message (it sends those once), which Slack could not do anyway.
+
 ``send``/``edit`` are single ``chat.postMessage``/``chat.update`` calls: no sleeping, no retries.
 ``ratelimited`` (HTTP 429) becomes ``RateLimited(Retry-After)``, ``msg_too_long`` becomes
 ``MessageTooLong``, anything else ``ConnectorError``.
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -28,15 +37,19 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
 from bot.conversation import Destination
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
+from connectors.slack.commands import CommandHandle, to_request
 from connectors.slack.events import BotIdentity, RecentKeys, is_from_a_person, translate, user_name_of
+from connectors.slack.manifest import EVENTS_PATH
 from connectors.slack.mrkdwn import to_mrkdwn
 
 if TYPE_CHECKING:
@@ -44,13 +57,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EVENTS_PATH = "/slack/events"
 DEFAULT_API_URL = "https://slack.com/api/"
 MAX_MESSAGE_CHARS = 3000
 """Markdown per message. Rendering as mrkdwn adds a little (escapes, link brackets), and
 ``chat.update`` refuses text near 4,000 characters, so this keeps each message under ~3,500."""
 CONNECT_TIMEOUT = 30.0
 LOOKUP_TIMEOUT = 3.0
+RESPOND_TIMEOUT = 5
+NOT_A_MEMBER = frozenset({"not_in_channel", "channel_not_found"})
+"""What Slack answers a post to a channel the bot cannot see; a command there is answered via its response_url."""
 
 
 def api_base(url: str | None) -> str:
@@ -115,6 +130,8 @@ class SlackConnector(Connector):
         )
         self._app.event("message")(self._on_message)
         self._app.event("app_mention")(self._on_mention)
+        self._app.command(re.compile(r"^/"))(self._on_command)
+        self._prefix = settings.command_prefix
         self._sink: InboundSink | None = None
         self._handler: AsyncSocketModeHandler | None = None
         self._identity: BotIdentity | None = None
@@ -224,17 +241,30 @@ class SlackConnector(Connector):
             if message.thread is not None and not message.is_direct:
                 self.threads.add((message.channel, message.thread))
             # Look people up only when answering them: channel chatter costs no users.info calls.
-            name, admin = await self._person(event)
+            user = str(event["user"])
+            name, admin = await self._person(user, user_name_of(event) or user)
             message = replace(message, user_name=name, is_admin=admin)
         sink.submit(message, self)
 
-    async def _person(self, event: Mapping[str, Any]) -> tuple[str, bool]:
-        """Display name and workspace-admin flag (``users.info``, cached; the user id if unknown)."""
-        user = str(event["user"])
+    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
+        # Ack first: Slack shows the caller an error after 3 s, and the lookup below may take that long.
+        await ack()
+        sink, user = self._sink, body.get("user_id")
+        if sink is None or not isinstance(user, str) or not user:
+            return
+        name, admin = await self._person(user, str(body.get("user_name") or user))
+        request = to_request(body, prefix=self._prefix, user_name=name, is_admin=admin)
+        if request is None:
+            log.warning("slack: ignoring a slash command without a channel: %s", body.get("command"))
+            return
+        sink.submit_command(request, self)
+
+    async def _person(self, user: str, fallback: str) -> tuple[str, bool]:
+        """Display name and workspace-admin flag (``users.info``, cached; ``fallback`` if unknown)."""
         known = self._people.get(user)
         if known is not None:
             return known
-        name, admin = user_name_of(event) or user, False
+        name, admin = fallback, False
         try:
             info = await asyncio.wait_for(self.client.users_info(user=user), LOOKUP_TIMEOUT)
             person = info.get("user") or {}
@@ -252,6 +282,9 @@ class SlackConnector(Connector):
     # outbound
 
     async def send(self, destination: Destination, text: str) -> SentMessage:
+        handle = destination.handle if isinstance(destination.handle, CommandHandle) else None
+        if handle is not None and destination.ephemeral:
+            return await self._send_ephemeral(destination, handle, text)
         try:
             response = await self.client.chat_postMessage(
                 channel=destination.channel,
@@ -261,6 +294,8 @@ class SlackConnector(Connector):
                 unfurl_media=False,
             )
         except SlackApiError as exc:
+            if handle is not None and exc.response.get("error") in NOT_A_MEMBER:
+                await self._respond(handle, "I am not in this channel, so I cannot answer here: invite me first.")
             raise _api_error(exc, "chat.postMessage") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConnectorError(f"Slack chat.postMessage failed: {exc!r}") from exc
@@ -275,3 +310,31 @@ class SlackConnector(Connector):
             raise _api_error(exc, "chat.update") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ConnectorError(f"Slack chat.update failed: {exc!r}") from exc
+
+    async def _send_ephemeral(self, destination: Destination, handle: CommandHandle, text: str) -> SentMessage:
+        """Show ``text`` to the command's caller only; it cannot be edited afterwards."""
+        try:
+            response = await self.client.chat_postEphemeral(
+                channel=destination.channel, user=handle.user, text=to_mrkdwn(text)
+            )
+        except SlackApiError as exc:
+            if exc.response.get("error") in NOT_A_MEMBER and await self._respond(handle, text):
+                return SentMessage(id="", destination=destination)
+            raise _api_error(exc, "chat.postEphemeral") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectorError(f"Slack chat.postEphemeral failed: {exc!r}") from exc
+        return SentMessage(id=str(response.get("message_ts", "")), destination=destination)
+
+    async def _respond(self, handle: CommandHandle, text: str) -> bool:
+        """Answer the caller through the command's ``response_url`` (valid 30 min); True if it worked."""
+        if not handle.response_url:
+            return False
+        try:
+            webhook = AsyncWebhookClient(handle.response_url, timeout=RESPOND_TIMEOUT)
+            response = await webhook.send_dict({"response_type": "ephemeral", "text": to_mrkdwn(text)})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("slack: response_url failed: %r", exc)
+            return False
+        if response.status_code != 200:
+            log.warning("slack: response_url answered HTTP %s: %s", response.status_code, response.body)
+        return response.status_code == 200
