@@ -1,0 +1,246 @@
+"""Slack slash commands end to end, and ``parley slack-manifest``.
+
+The real app (real model, real store) with the real slack-bolt against the fake Slack: commands
+come in as Socket Mode ``slash_commands`` envelopes or signed form posts, answers go out as
+``chat.postMessage``/``chat.update`` (in the channel) or ``chat.postEphemeral`` (to the caller).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.app import Parley
+from bot.conversation import ConversationKey
+from bot.settings import SlackSettings
+from bot.store import Turn, TurnStatus
+from connectors.slack.manifest import BOT_EVENTS, BOT_SCOPES, build_manifest
+from connectors.slack.mrkdwn import to_mrkdwn
+from plugins.core import router as core_router
+from tests.conftest import MakeSettings
+from tests.connectors.test_slack import answered, assert_paced, conversation, eventually
+from tests.fakes.slack import FakeSlack, post_command
+
+SECRET = "s3cret"
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+def socket_settings(slack: FakeSlack, **extra: str) -> SlackSettings:
+    return SlackSettings(bot_token=slack.bot_token, app_token=slack.app_token, api_url=slack.url, **extra)
+
+
+def ephemeral_to(slack: FakeSlack, user: str) -> list[str]:
+    return [e.text for e in slack.ephemeral if e.user == user]
+
+
+async def until_ephemeral(slack: FakeSlack, user: str, count: int = 1) -> list[str]:
+    async def arrived() -> bool:
+        return len(ephemeral_to(slack, user)) >= count
+
+    await eventually(arrived, 30)
+    return ephemeral_to(slack, user)
+
+
+async def test_commands_answered_in_channel_refused_ephemerally_and_admins_recognised(
+    make_settings: MakeSettings, slack: FakeSlack
+) -> None:
+    slack.admins.add("UADMIN")  # a workspace admin according to users.info
+    slack.not_member.add("CNOPE")
+    settings = make_settings(
+        slack=socket_settings(slack, command_prefix="parley-"), web={"enabled": False}, admins=["slack:UCONF"]
+    )
+    async with Parley(settings) as app:
+        sent = await slack.send_command("/parley-ping", user="U1", channel="C1")
+        assert sent.delay < 3.0
+        assert not sent.ack.get("payload")  # acked empty: the answer comes as a channel message
+
+        async def pong() -> bool:
+            return any("pong" in p.text for p in slack.posted("C1"))
+
+        await eventually(pong, 30)
+        (post,) = slack.posted("C1", any_thread=True)
+        assert "you are slack:U1" in post.text
+        assert post.thread_ts is None
+
+        # A member's /system is refused to them alone and changes nothing.
+        before = app.store.channel_settings("slack", "C1")
+        sent = await slack.send_command("/parley-system", "Talk like a pirate.", user="U1", channel="C1")
+        assert sent.delay < 3.0
+        assert (await until_ephemeral(slack, "U1")) == ["Only admins can use /system."]
+        assert app.store.channel_settings("slack", "C1") == before
+
+        # Bad arguments get the usage, ephemerally; no traceback.
+        await slack.send_command("/parley-scope", "bogus", user="UCONF", channel="C1")
+        (usage,) = await until_ephemeral(slack, "UCONF")
+        assert "Usage: /scope" in usage
+        assert "bogus" in usage
+        assert "Traceback" not in usage
+        await slack.send_command("/parley-ask", "", user="UCONF", channel="C1")
+        assert "prompt is missing" in (await until_ephemeral(slack, "UCONF", 2))[1]
+
+        # A workspace admin's /system and a PARLEY_ADMINS user's /scope take effect.
+        await slack.send_command("/parley-system", "Talk like a pirate &amp; sing.", user="UADMIN", channel="C1")
+        await slack.send_command("/parley-scope", "shared", user="UCONF", channel="C1")
+
+        async def applied() -> bool:
+            current = app.store.channel_settings("slack", "C1")
+            return current.system_prompt == "Talk like a pirate & sing." and current.scope == "shared"
+
+        await eventually(applied, 30)
+        assert ephemeral_to(slack, "UADMIN") == []
+
+        # Where the bot is not a member, the caller learns it through the command's response_url.
+        await slack.send_command("/parley-ping", user="U1", channel="CNOPE")
+
+        async def told() -> bool:
+            return len(slack.responses) >= 1
+
+        await eventually(told, 30)
+        (_, response) = slack.responses[0]
+        assert response["response_type"] == "ephemeral"
+        assert "invite me" in response["text"]
+
+        assert_paced(slack, "C1")
+        assert [c.error for c in slack.rejected] == ["not_in_channel"]
+        assert all(c.status == 200 for c in slack.calls)
+
+
+async def test_ask_streams_into_the_channel_and_stop_ends_replies(
+    make_settings: MakeSettings, slack: FakeSlack
+) -> None:
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 200})
+    async with Parley(settings) as app:
+        channel_key = ConversationKey("slack", "C1", None, "U1")
+        conversation_id = await conversation(app, channel_key)
+        sent = await slack.send_command("/ask", "What is the capital of France? Answer briefly.", channel="C1")
+        assert sent.delay < 3.0
+        turns = await answered(app, conversation_id)
+        assert [t.role for t in turns] == ["user", "assistant"]
+        assert turns[0].text == "What is the capital of France? Answer briefly."
+        (post,) = slack.posted("C1")
+        assert post.text == to_mrkdwn(turns[1].text)
+        assert len(post.history) >= 2  # a placeholder, then the streamed text
+        assert turns[1].message_ids == (post.ts,)
+
+        # /stop during a streaming /ask in the channel ...
+        essay = "Write a very long and detailed essay about the history of Rome, with many sections."
+        updates = len(slack.calls_to("chat.update", "C1"))
+        await slack.send_command("/ask", essay, channel="C1")
+        stopped = await _stop_while_streaming(app, slack, conversation_id, "C1", updates)
+        assert stopped.text
+        (_, post) = slack.posted("C1")
+        assert post.text == to_mrkdwn(stopped.text)
+
+        # ... and during a reply to a direct message.
+        dm_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
+        await slack.send_event(
+            {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1", "text": essay, "ts": "1700.1"}
+        )
+        await _stop_while_streaming(app, slack, dm_id, "D1", 0)
+        assert (await until_ephemeral(slack, "U1", 2)) == ["Stopped.", "Stopped."]
+        assert slack.rejected == []
+
+
+async def _stop_while_streaming(
+    app: Parley, slack: FakeSlack, conversation_id: str, channel: str, updates_before: int
+) -> Turn:
+    """Wait until the reply has been edited at least once, send /stop, check the reply ends promptly."""
+
+    async def streaming() -> bool:
+        turns = await app.store.turns(conversation_id)
+        edited = len(slack.calls_to("chat.update", channel)) > updates_before
+        return bool(turns) and turns[-1].status is TurnStatus.STREAMING and edited
+
+    await eventually(streaming, 120)
+    started = time.monotonic()
+    sent = await slack.send_command("/stop", channel=channel)
+    assert sent.delay < 3.0
+
+    async def ended() -> bool:
+        return (await app.store.turns(conversation_id))[-1].status is not TurnStatus.STREAMING
+
+    await eventually(ended, 30)
+    assert time.monotonic() - started < 3.0  # about a second; the bound allows for a shared CPU
+    turn = (await app.store.turns(conversation_id))[-1]
+    assert turn.status is TurnStatus.STOPPED
+    return turn
+
+
+async def test_http_mode_runs_signed_commands_only(make_settings: MakeSettings, slack: FakeSlack) -> None:
+    slack_settings = SlackSettings(bot_token=slack.bot_token, signing_secret=SECRET, api_url=slack.url)
+    async with Parley(make_settings(slack=slack_settings)) as app:
+        assert app.web is not None
+        url = f"http://127.0.0.1:{app.web.port}/slack/events"
+        assert (await post_command(url, slack.command_payload("/ping", channel="C2"), "wrong"))[0] == 401
+        started = time.monotonic()
+        assert await post_command(url, slack.command_payload("/ping", channel="C2"), SECRET) == (200, "")
+        assert time.monotonic() - started < 3.0
+
+        async def pong() -> bool:
+            return len(slack.posted("C2")) >= 1
+
+        await eventually(pong, 30)
+        (post,) = slack.posted("C2")
+        assert post.text.startswith("pong")
+        assert len(slack.calls_to("chat.postMessage")) == 1  # the badly signed one ran nothing
+
+
+def test_manifest_command_prints_every_command_for_socket_mode() -> None:
+    env = {"PATH": os.environ.get("PATH", ""), "PARLEY_SLACK__APP_TOKEN": "xapp-1-test"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "slack-manifest"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(done.stdout)
+    commands = {c["command"]: c for c in manifest["features"]["slash_commands"]}
+    assert set(commands) == {f"/{c.name}" for c in core_router.commands}
+    assert commands["/ask"]["usage_hint"] == "<prompt>"
+    assert commands["/scope"]["usage_hint"] == "<shared|per-user>"
+    assert commands["/system"]["usage_hint"] == "[text]"
+    assert all(c["should_escape"] is False and c["description"] for c in commands.values())
+    assert all("url" not in c for c in commands.values())
+    assert manifest["oauth_config"]["scopes"]["bot"] == list(BOT_SCOPES)
+    assert "commands" in BOT_SCOPES
+    assert "users:read" in BOT_SCOPES
+    settings = manifest["settings"]
+    assert settings["socket_mode_enabled"] is True
+    assert settings["event_subscriptions"] == {"bot_events": list(BOT_EVENTS)}
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "bot", "slack-manifest"],
+        check=False,
+        env=env | {"PARLEY_SLACK__COMMAND_PREFIX": "no spaces"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 2
+    assert "PARLEY_SLACK__COMMAND_PREFIX" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+
+def test_manifest_for_http_mode_points_commands_and_events_at_the_public_url() -> None:
+    settings = SlackSettings(bot_token="xoxb-x", public_url="https://bot.example.org/", command_prefix="Parley-")
+    manifest = build_manifest(settings, core_router.commands)
+    url = "https://bot.example.org/slack/events"
+    assert manifest["settings"]["socket_mode_enabled"] is False
+    assert manifest["settings"]["event_subscriptions"]["request_url"] == url
+    commands = manifest["features"]["slash_commands"]
+    assert {c["command"] for c in commands} == {f"/parley-{c.name}" for c in core_router.commands}
+    assert {c["url"] for c in commands} == {url}
