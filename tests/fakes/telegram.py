@@ -3,7 +3,9 @@
 It speaks ``POST /bot<TOKEN>/<method>`` (form, multipart or JSON bodies) and answers
 ``{"ok": true, "result": ...}`` or Telegram's error shape. Methods: getMe, deleteWebhook,
 getUpdates (long poll; updates stay until confirmed by a later ``offset``), sendMessage,
-editMessageText, sendChatAction, setMyCommands, deleteMessage.
+editMessageText, sendChatAction, setMyCommands (checked like Telegram does; the menus are kept per
+scope in :attr:`FakeTelegram.menus`), getChatMember and getChatAdministrators (members' statuses come
+from :attr:`FakeTelegram.members`), deleteMessage.
 
 What tests need from it:
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +36,31 @@ BOT_USERNAME = "parley_test_bot"
 TOKEN = "777000:TEST-token"
 PACED = {"sendMessage", "editMessageText"}
 _TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler"}
-_JSON_FIELDS = {"reply_parameters", "allowed_updates", "commands", "entities", "reply_markup", "link_preview_options"}
+_JSON_FIELDS = {
+    "reply_parameters",
+    "allowed_updates",
+    "commands",
+    "entities",
+    "reply_markup",
+    "link_preview_options",
+    "scope",
+}
+_COMMAND = re.compile(r"^/[A-Za-z0-9_]{1,32}(@[A-Za-z0-9_]+)?")
+_COMMAND_NAME = re.compile(r"^[a-z0-9_]{1,32}$")
+_ADMIN_RIGHTS = {
+    "can_be_edited": False,
+    "is_anonymous": False,
+    "can_manage_chat": True,
+    "can_delete_messages": True,
+    "can_manage_video_chats": False,
+    "can_restrict_members": True,
+    "can_promote_members": False,
+    "can_change_info": True,
+    "can_invite_users": True,
+    "can_post_stories": False,
+    "can_edit_stories": False,
+    "can_delete_stories": False,
+}
 
 
 class EntityError(ValueError):
@@ -133,6 +160,10 @@ class FakeTelegram:
     messages: dict[tuple[int, int], BotMessage] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    menus: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """The command menu set per scope: "default", "all_chat_administrators", "chat:<id>", ..."""
+    members: dict[tuple[int, int], str] = field(default_factory=dict)
+    """(chat id, user id) → status ("creator", "administrator", "member", ...); others are members."""
     _next_update: int = 1000
     _next_message: int = 1
     _blocked: dict[int, float] = field(default_factory=dict)
@@ -308,7 +339,45 @@ class FakeTelegram:
         return True
 
     async def _m_setMyCommands(self, params: dict[str, Any]) -> Any:
+        commands = params.get("commands") or []
+        if len(commands) > 100:
+            raise _Refused(400, "commands", "Bad Request: BOT_COMMANDS_TOO_MUCH")
+        for command in commands:
+            if not _COMMAND_NAME.match(str(command.get("command", ""))):
+                raise _Refused(400, "commands", "Bad Request: BOT_COMMAND_INVALID")
+            if not 1 <= len(str(command.get("description", ""))) <= 256:
+                raise _Refused(400, "commands", "Bad Request: BOT_COMMAND_DESCRIPTION_INVALID")
+        scope = params.get("scope") or {"type": "default"}
+        key = str(scope["type"])
+        if "chat_id" in scope:
+            key += f":{scope['chat_id']}"
+        if "user_id" in scope:
+            key += f":{scope['user_id']}"
+        self.menus[key] = [{"command": c["command"], "description": c["description"]} for c in commands]
         return True
+
+    def _member(self, chat_id: int, user_id: int) -> dict[str, Any]:
+        status = self.members.get((chat_id, user_id), "member")
+        member: dict[str, Any] = {
+            "status": status,
+            "user": {"id": user_id, "is_bot": False, "first_name": f"user{user_id}"},
+        }
+        if status == "administrator":
+            member.update(_ADMIN_RIGHTS)
+        elif status == "creator":
+            member["is_anonymous"] = False
+        return member
+
+    async def _m_getChatMember(self, params: dict[str, Any]) -> Any:
+        return self._member(int(params["chat_id"]), int(params["user_id"]))
+
+    async def _m_getChatAdministrators(self, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        return [
+            self._member(chat, user)
+            for (chat, user), status in self.members.items()
+            if chat == chat_id and status in ("administrator", "creator")
+        ]
 
     async def _m_sendChatAction(self, params: dict[str, Any]) -> Any:
         return True
@@ -427,13 +496,14 @@ async def _params(request: web.Request) -> dict[str, Any]:
 def _entities(text: str) -> list[dict[str, Any]]:
     """Mention and leading-command entities, as Telegram would attach them (UTF-16 offsets)."""
     found: list[dict[str, Any]] = []
+    command = _COMMAND.match(text)
+    if command is not None:
+        found.append({"type": "bot_command", "offset": 0, "length": utf16_len(command.group())})
     words = text.split(" ")
     position = 0
-    for index, word in enumerate(words):
+    for word in words:
         offset = utf16_len(text[:position])
         if word.startswith("@") and len(word) > 1:
             found.append({"type": "mention", "offset": offset, "length": utf16_len(word)})
-        elif index == 0 and word.startswith("/") and len(word) > 1:
-            found.append({"type": "bot_command", "offset": 0, "length": utf16_len(word)})
         position += len(word) + 1
     return found
