@@ -101,6 +101,10 @@ class TelegramSettings(BaseModel):
     edit_interval: float = Field(1.0, ge=0.0)
     group_edit_interval: float = Field(3.0, ge=0.0)
     group_edits_per_minute: int = Field(20, ge=1)
+    register_commands: bool = True
+    """Fill the bot's command menu (setMyCommands) on start; off keeps a menu curated with BotFather."""
+    admin_cache_seconds: float = Field(60.0, ge=0)
+    """How long a group member's administrator status (getChatMember) is remembered."""
 
 
 class DiscordSettings(BaseModel):

@@ -1,11 +1,13 @@
 """The Telegram connector, on python-telegram-bot with long polling.
 
 Lifecycle, driven by hand rather than ``run_polling`` (which blocks and installs signal handlers):
-``start`` runs ``initialize`` (``getMe``), ``updater.start_polling`` and ``start``; ``stop`` runs
-the reverse. On stop the updater stops fetching first, then the application hands every update
-already fetched to the sink before it stops, so no update is confirmed to Telegram without having
-been handed over; updates fetched by a poll that was cut short are not confirmed and come again
-on the next start.
+``start`` runs ``initialize`` (``getMe``), registers the command menu (``setMyCommands``, see
+:mod:`connectors.telegram.commands`), then ``updater.start_polling`` and ``start``.
+``pause_intake`` (the first step of the app's shutdown) stops the updater, which confirms to
+Telegram only the updates it already queued, then stops the application, which hands every queued
+update to the sink first; updates fetched by a poll that was cut short are not confirmed and come
+again on the next start. The bot itself stays open, so replies still streaming can send and edit
+until ``stop`` shuts it down.
 
 Pacing is the core's (:attr:`limits`): about one call per second per chat, and in groups at most
 ``group_edits_per_minute``. No PTB rate limiter is installed; a 429 becomes
@@ -19,10 +21,19 @@ from __future__ import annotations
 import datetime as dtm
 import logging
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from telegram import Message, ReplyParameters, Update
+from telegram import (
+    Bot,
+    BotCommandScope,
+    BotCommandScopeAllChatAdministrators,
+    BotCommandScopeChat,
+    BotCommandScopeDefault,
+    Message,
+    ReplyParameters,
+    Update,
+)
 from telegram.constants import ChatAction, MessageLimit, ParseMode
 from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
@@ -33,7 +44,8 @@ from bot.conversation import Destination
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import TelegramSettings
-from connectors.telegram.inbound import to_incoming
+from connectors.telegram.commands import ChatAdmins, CommandNames, TypedCommand, parse_command, telegram_admins
+from connectors.telegram.inbound import sent_by_chat_admin, to_command, to_incoming
 from connectors.telegram.render import to_html, visible_length
 
 log = logging.getLogger(__name__)
@@ -76,11 +88,13 @@ class TelegramConnector(Connector):
 
     name = "telegram"
 
-    def __init__(self, settings: TelegramSettings) -> None:
+    def __init__(self, settings: TelegramSettings, admins: Sequence[str] = ()) -> None:
+        """``admins`` are ``PARLEY_ADMINS`` entries; the ``telegram:<id>`` ones see admin commands in their menu."""
         super().__init__()
         if settings.token is None:
             raise ConfigError("PARLEY_TELEGRAM__TOKEN is not set")
         self.settings = settings
+        self.admin_ids = telegram_admins(admins)
         self.limits = ConnectorLimits(
             max_message_length=min(settings.max_message_length, MessageLimit.MAX_TEXT_LENGTH),
             pacing=Pacing(min_interval=settings.edit_interval),
@@ -95,6 +109,8 @@ class TelegramConnector(Connector):
         self._state = "stopped"
         self.bot_id = 0
         self.bot_username = ""
+        self.commands = CommandNames({})
+        self._chat_admins = ChatAdmins(settings.admin_cache_seconds)
 
     def _build(self) -> TelegramApp:
         assert self.settings.token is not None
@@ -124,6 +140,9 @@ class TelegramConnector(Connector):
             raise ConnectorError(f"telegram: cannot reach the Bot API: {exc}") from exc
         self.bot_id = app.bot.id
         self.bot_username = app.bot.username
+        self.commands = CommandNames.of(sink.command_list)
+        if self.settings.register_commands:
+            await self._register_commands(app.bot)
         assert app.updater is not None
         try:
             await app.updater.start_polling(
@@ -138,21 +157,52 @@ class TelegramConnector(Connector):
         self._state = "running"
         log.info("telegram: polling as @%s", self.bot_username)
 
+    async def _register_commands(self, bot: Bot) -> None:
+        """Fill the command menu; a refusal is logged (typed commands work without a menu)."""
+        everyone = self.commands.menu(admin=False)
+        every = self.commands.menu(admin=True)
+        scopes: list[tuple[BotCommandScope, str]] = [
+            (BotCommandScopeDefault(), "everyone"),
+            (BotCommandScopeAllChatAdministrators(), "chat administrators"),
+            *((BotCommandScopeChat(user), f"admin {user}") for user in self.admin_ids),
+        ]
+        for scope, label in scopes:
+            shown = everyone if isinstance(scope, BotCommandScopeDefault) else every
+            try:
+                await bot.set_my_commands(shown, scope=scope)
+            except TelegramError as exc:
+                log.warning("telegram: setMyCommands for %s failed: %s", label, exc)
+
     def _on_poll_error(self, error: TelegramError) -> None:
         # PTB keeps retrying; the log says why messages are not arriving.
         log.warning("telegram: getUpdates failed, retrying: %s", error)
+
+    async def pause_intake(self) -> None:
+        """Stop polling; queued updates go to the sink, unfetched ones stay with Telegram."""
+        if self._app is None:
+            return
+        await self._run_steps(self._intake_steps(self._app))
+        self._state = "paused"
 
     async def stop(self) -> None:
         app, self._app = self._app, None
         if app is None:
             return
         self._state = "stopping"
+        await self._run_steps([*self._intake_steps(app), ("shutdown", lambda: True, app.shutdown)])
+        self._state = "stopped"
+
+    @staticmethod
+    def _intake_steps(app: TelegramApp) -> list[tuple[str, Callable[[], bool], Callable[[], Awaitable[None]]]]:
         steps: list[tuple[str, Callable[[], bool], Callable[[], Awaitable[None]]]] = []
         if app.updater is not None:
             updater = app.updater
             steps.append(("updater.stop", lambda: updater.running, updater.stop))
         steps.append(("stop", lambda: app.running, app.stop))
-        steps.append(("shutdown", lambda: True, app.shutdown))
+        return steps
+
+    @staticmethod
+    async def _run_steps(steps: list[tuple[str, Callable[[], bool], Callable[[], Awaitable[None]]]]) -> None:
         for label, needed, step in steps:
             if not needed():
                 continue
@@ -160,7 +210,6 @@ class TelegramConnector(Connector):
                 await step()
             except (TelegramError, RuntimeError) as exc:
                 log.warning("telegram: %s failed during shutdown: %s", label, exc)
-        self._state = "stopped"
 
     def status(self) -> str:
         return self._state
@@ -169,9 +218,31 @@ class TelegramConnector(Connector):
         message = update.message
         if message is None or self._sink is None:
             return
+        typed = parse_command(message)
+        if typed is not None:
+            await self._on_command(message, typed)
+            return
         incoming = to_incoming(message, self.bot_id, self.bot_username)
         if incoming is not None:
             self._sink.submit(incoming, self)
+
+    async def _on_command(self, message: Message, typed: TypedCommand) -> None:
+        """Hand a command for this bot to the sink; commands for other bots are ignored."""
+        sender = message.from_user
+        if self._sink is None or sender is None or sender.id == self.bot_id:
+            return
+        is_direct = message.chat.type == "private"
+        core_name = self.commands.resolve(typed, bot_username=self.bot_username, is_direct=is_direct)
+        if core_name is None:
+            return
+        is_admin = False
+        if not is_direct and core_name in self.commands.core_names:
+            is_admin = sent_by_chat_admin(message) or await self._chat_admins.is_admin(
+                self._bot_app().bot, message.chat.id, sender.id
+            )
+        request = to_command(message, core_name, typed.args, is_admin=is_admin)
+        if request is not None:
+            self._sink.submit_command(request, self)
 
     # outgoing
 

@@ -4,19 +4,23 @@
 
 - a private chat is always addressed to the bot (``is_direct``; the conversation is per user);
 - in a group or supergroup a message is addressed when it mentions the bot (``@botname``, or a
-  text mention of the bot's user), replies to one of the bot's messages, or starts with a command
-  that is not meant for another bot (``/cmd`` or ``/cmd@botname``);
+  text mention of the bot's user) or replies to one of the bot's messages;
 - a forum topic (``message_thread_id`` on a topic message) is a thread: one shared conversation;
 - the bot's own ``@botname`` is removed from the text the model reads.
+
+A message that starts with a command never gets here: the connector decides whether it is one of
+this bot's commands (:mod:`connectors.telegram.commands`) and builds a request with
+:func:`to_command`.
 """
 
 from __future__ import annotations
 
 import re
 
-from telegram import Message, MessageEntity
+from telegram import Message, MessageEntity, User
 
-from bot.conversation import IncomingMessage
+from bot.commands import CommandRequest
+from bot.conversation import Destination, IncomingMessage
 
 PLATFORM = "telegram"
 _SPACES = re.compile(r"[ \t]{2,}")
@@ -52,12 +56,6 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
             cuts.append((start, start + len(value)))
         elif entity.type == MessageEntity.TEXT_MENTION and entity.user is not None and entity.user.id == bot_id:
             addressed = True
-        elif entity.type == MessageEntity.BOT_COMMAND and entity.offset == 0:
-            command, _, target = value.partition("@")
-            if not target or target.lower() == bot_username.lower():
-                addressed = True
-                if target:
-                    cuts.append((start + len(command), start + len(value)))
     reply = message.reply_to_message
     if (
         reply is not None
@@ -70,16 +68,55 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
     for start, end in sorted(cuts, reverse=True):
         stripped = stripped[:start] + stripped[end:]
     stripped = _SPACES.sub(" ", stripped).strip()
-    thread = str(message.message_thread_id) if message.is_topic_message and message.message_thread_id else None
     return IncomingMessage(
         platform=PLATFORM,
         channel=str(message.chat.id),
         user=str(sender.id),
         message_id=str(message.message_id),
         text=stripped or text,
-        thread=thread,
+        thread=_thread(message),
         is_direct=is_direct,
         addressed=addressed,
-        user_name=sender.full_name or sender.username or str(sender.id),
+        user_name=_user_name(sender),
         extra={"chat_type": str(message.chat.type), "username": sender.username or ""},
+    )
+
+
+def _thread(message: Message) -> str | None:
+    return str(message.message_thread_id) if message.is_topic_message and message.message_thread_id else None
+
+
+def _user_name(sender: User) -> str:
+    return sender.full_name or sender.username or str(sender.id)
+
+
+def sent_by_chat_admin(message: Message) -> bool:
+    """An anonymous group admin posts as the group itself."""
+    return message.sender_chat is not None and message.sender_chat.id == message.chat.id
+
+
+def to_command(message: Message, name: str, args: str, *, is_admin: bool) -> CommandRequest | None:
+    """The request for command ``name`` (a core name) sent as ``message``; ``None`` without a sender."""
+    sender = message.from_user
+    if sender is None:
+        return None
+    is_direct = message.chat.type == "private"
+    thread = _thread(message)
+    return CommandRequest(
+        platform=PLATFORM,
+        channel=str(message.chat.id),
+        user=str(sender.id),
+        name=name,
+        args=args,
+        message_id=str(message.message_id),
+        thread=thread,
+        is_direct=is_direct,
+        user_name=_user_name(sender),
+        is_admin=is_admin and not is_direct,
+        destination=Destination(
+            channel=str(message.chat.id),
+            thread=thread,
+            reply_to=str(message.message_id),
+            is_group=not is_direct,
+        ),
     )
