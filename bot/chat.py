@@ -54,6 +54,8 @@ class Exchange:
     turn_id: int
     reply: Reply
     store: Store
+    requester: str | None = None
+    """The user who asked, so ``/stop`` can find their reply from another conversation key."""
     text: str = ""
     message_ids: tuple[str, ...] = ()
     _saved_at: float = field(default_factory=time.monotonic)
@@ -159,6 +161,7 @@ class ChatService:
         params: GenerationParams | None = None,
         *,
         conversation_id: str | None = None,
+        requester: str | None = None,
     ) -> AsyncIterator[Exchange]:
         """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn."""
         async with self._locks.hold(key):
@@ -169,7 +172,7 @@ class ChatService:
             messages.append(ChatMessage("user", text))
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             reply = self.engine.generate(messages, params or self.params(), affinity=conversation_id)
-            exchange = Exchange(conversation_id, key, turn_id, reply, self.store)
+            exchange = Exchange(conversation_id, key, turn_id, reply, self.store, requester)
             self.running[key] = exchange
             status = TurnStatus.FAILED
             try:
@@ -185,6 +188,19 @@ class ChatService:
                 await reply.aclose()
                 usage = reply.usage
                 await asyncio.shield(self._finish(exchange, user_turn, status, usage))
+
+    def running_for(self, key: ConversationKey, user: str) -> Exchange | None:
+        """The reply running in ``key``, else one ``user`` asked for elsewhere in the same channel.
+
+        A command may arrive under another key than the reply it is about: a Slack slash command
+        carries no thread, while the mention it should stop is answered in one.
+        """
+        if key in self.running:
+            return self.running[key]
+        for other, exchange in self.running.items():
+            if (other.platform, other.channel) == (key.platform, key.channel) and exchange.requester == user:
+                return exchange
+        return None
 
     async def _finish(self, exchange: Exchange, user_turn: int, status: TurnStatus, usage: Usage) -> None:
         await self.store.update_turn(
@@ -290,7 +306,7 @@ class ChatService:
         streamer = ReplyStreamer(connector, message.destination)
         try:
             await streamer.start()
-            async with self.exchange(key, message.text) as exchange:
+            async with self.exchange(key, message.text, requester=message.user) as exchange:
                 return await self.deliver(exchange, streamer)
         except ParleyError as exc:
             log.warning("reply to %s in %s failed: %s", message.message_id, key, exc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +46,8 @@ class CommandRequest:
     """The platform says the user administers this chat or server."""
     destination: Destination | None = None
     """Where answers go; connectors may carry a reply handle in it. Default: the channel/thread."""
+    prefix: str = ""
+    """What the platform puts before command names (Slack's ``PARLEY_SLACK__COMMAND_PREFIX``)."""
 
     def as_message(self) -> IncomingMessage:
         text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())
@@ -67,15 +69,18 @@ class CommandRequest:
         return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)
 
 
-def usage_error(command: Command, problem: str) -> CommandError:
-    return CommandError(f"{problem}\nUsage: {command.usage} — {command.description}")
+Fail = Callable[[str], CommandError]
 
 
-def _coerce(command: Command, param: Param, value: object) -> object:
+def usage_error(command: Command, problem: str, prefix: str = "") -> CommandError:
+    return CommandError(f"{problem}\nUsage: {command.usage_for(prefix)} — {command.description}")
+
+
+def _coerce(param: Param, value: object, fail: Fail) -> object:
     if param.kind == "text":
         text = str(value)
         if param.max_length is not None and len(text) > param.max_length:
-            raise usage_error(command, f"{param.name} is too long ({len(text)} characters; at most {param.max_length})")
+            raise fail(f"{param.name} is too long ({len(text)} characters; at most {param.max_length})")
         return text
     if param.kind == "boolean":
         if isinstance(value, bool):
@@ -83,44 +88,48 @@ def _coerce(command: Command, param: Param, value: object) -> object:
         word = str(value).lower()
         if word in TRUE | FALSE:
             return word in TRUE
-        raise usage_error(command, f"{param.name} must be yes or no, not {value!r}")
+        raise fail(f"{param.name} must be yes or no, not {value!r}")
     if param.kind == "choice":
         word = str(value).lower()
         for choice in param.choices:
             if choice.lower() == word:
                 return choice
-        raise usage_error(command, f"{param.name} must be one of {', '.join(param.choices)}, not {value!r}")
+        raise fail(f"{param.name} must be one of {', '.join(param.choices)}, not {value!r}")
     try:
         number: float = int(str(value)) if param.kind == "integer" else float(str(value))
     except ValueError:
         kind = "a whole number" if param.kind == "integer" else "a number"
-        raise usage_error(command, f"{param.name} must be {kind}, not {value!r}") from None
+        raise fail(f"{param.name} must be {kind}, not {value!r}") from None
     if isinstance(value, bool) or not math.isfinite(number):
-        raise usage_error(command, f"{param.name} must be a finite number")
+        raise fail(f"{param.name} must be a finite number")
     if param.min_value is not None and number < param.min_value:
-        raise usage_error(command, f"{param.name} must be at least {param.min_value:g}")
+        raise fail(f"{param.name} must be at least {param.min_value:g}")
     if param.max_value is not None and number > param.max_value:
-        raise usage_error(command, f"{param.name} must be at most {param.max_value:g}")
+        raise fail(f"{param.name} must be at most {param.max_value:g}")
     return number
 
 
-def _first_word(command: Command, text: str) -> tuple[str, str]:
+def _first_word(text: str, fail: Fail) -> tuple[str, str]:
     """Split off one word; a word in quotes may hold spaces."""
     if text[0] in "\"'":
         end = text.find(text[0], 1)
         if end < 0:
-            raise usage_error(command, f"a quote ({text[0]}) is not closed")
+            raise fail(f"a quote ({text[0]}) is not closed")
         return text[1:end], text[end + 1 :].strip()
     word, *rest = text.split(maxsplit=1)
     return word, rest[0] if rest else ""
 
 
-def parse_args(command: Command, args: str | Mapping[str, object]) -> dict[str, Any]:
+def parse_args(command: Command, args: str | Mapping[str, object], prefix: str = "") -> dict[str, Any]:
     """Typed arguments for ``command``; raise ``CommandError`` with the usage when they are wrong.
 
     Text arguments split on spaces (quotes group words); the last text parameter takes the rest of
     the line. Native options arrive as a mapping and are checked the same way.
     """
+
+    def fail(problem: str) -> CommandError:
+        return usage_error(command, problem, prefix)
+
     values: dict[str, object] = {}
     if isinstance(args, str):
         rest = args.strip()
@@ -131,21 +140,21 @@ def parse_args(command: Command, args: str | Mapping[str, object]) -> dict[str, 
                 values[param.name] = rest
                 rest = ""
                 break
-            word, rest = _first_word(command, rest)
+            word, rest = _first_word(rest, fail)
             values[param.name] = word
         if rest:
-            raise usage_error(command, f"too many arguments: {rest!r}")
+            raise fail(f"too many arguments: {rest!r}")
     else:
         unknown = set(args) - {p.name for p in command.params}
         if unknown:
-            raise usage_error(command, f"unknown option {sorted(unknown)[0]!r}")
+            raise fail(f"unknown option {sorted(unknown)[0]!r}")
         values = {name: value for name, value in args.items() if value is not None}
     parsed: dict[str, Any] = {}
     for param in command.params:
         if param.name in values:
-            parsed[param.name] = _coerce(command, param, values[param.name])
+            parsed[param.name] = _coerce(param, values[param.name], fail)
         elif param.required:
-            raise usage_error(command, f"{param.name} is missing")
+            raise fail(f"{param.name} is missing")
         else:
             parsed[param.name] = param.default
     return parsed
@@ -203,7 +212,7 @@ class CommandRunner:
     async def _run(self, request: CommandRequest, replier: Replier) -> None:
         found = self._commands.get(request.name.lower())
         if found is None:
-            raise CommandError(f"Unknown command /{request.name}. Try /help.")
+            raise CommandError(f"Unknown command /{request.prefix}{request.name}. Try /{request.prefix}help.")
         command, plugin = found
         verdict = await self.chat.check(request.as_message())
         if isinstance(verdict, Deny):
@@ -212,8 +221,8 @@ class CommandRunner:
             return
         admin = self.is_admin(request)
         if command.admin and not admin:
-            raise CommandError(f"Only admins can use /{command.name}.")
-        args = parse_args(command, request.args)
+            raise CommandError(f"Only admins can use /{request.prefix}{command.name}.")
+        args = parse_args(command, request.args, request.prefix)
         self._cool_down(command, request)
         message = request.as_message()
         invocation = Invocation(
@@ -229,6 +238,7 @@ class CommandRunner:
             chat=self.chat,
             available=self.allowed(request),
             replier=replier,
+            prefix=request.prefix,
         )
         result = await command.handler(invocation, **args)
         if isinstance(result, str) and result:
@@ -244,5 +254,5 @@ class CommandRunner:
         last = self._last_use.get(slot)
         if last is not None and now - last < command.cooldown:
             wait = math.ceil(command.cooldown - (now - last))
-            raise CommandError(f"You can use /{command.name} again in {wait} s.")
+            raise CommandError(f"You can use /{request.prefix}{command.name} again in {wait} s.")
         self._last_use[slot] = now

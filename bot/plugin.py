@@ -97,7 +97,11 @@ class Command:
 
     @property
     def usage(self) -> str:
-        return " ".join([f"/{self.name}", *(p.placeholder() for p in self.params)])
+        return self.usage_for("")
+
+    def usage_for(self, prefix: str) -> str:
+        """The usage line as the user types it on a platform that prefixes commands (Slack)."""
+        return " ".join([f"/{prefix}{self.name}", *(p.placeholder() for p in self.params)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +145,8 @@ class Invocation:
     available: Sequence[Command]
     """The commands this caller may run."""
     replier: Replier
+    prefix: str = ""
+    """What the platform puts before command names (``/{prefix}{name}``), for help texts."""
     replied: bool = False
 
     async def reply(self, text: str, *, ephemeral: bool = False) -> None:
@@ -151,7 +157,7 @@ class Invocation:
     async def stream(self, prompt: str) -> str:
         """Answer ``prompt`` with the model in this conversation, streamed; returns the text."""
         self.replied = True
-        async with self.chat.exchange(self.key, prompt) as exchange:
+        async with self.chat.exchange(self.key, prompt, requester=self.user) as exchange:
             return await self.replier.stream(exchange)
 
 

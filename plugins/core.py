@@ -16,7 +16,8 @@ SYSTEM_PROMPT_LIMIT = 4000
 @router.command(description="List the commands you can use")
 async def help(inv: Invocation) -> str:
     lines = ["Commands:"]
-    lines += [f"{command.usage} — {command.description}" for command in sorted(inv.available, key=lambda c: c.name)]
+    commands = sorted(inv.available, key=lambda c: c.name)
+    lines += [f"{command.usage_for(inv.prefix)} — {command.description}" for command in commands]
     lines.append("Mention me or message me directly to chat.")
     return "\n".join(lines)
 
@@ -35,7 +36,7 @@ async def reset(inv: Invocation) -> str:
 
 @router.command(description="Stop the reply being written in this conversation")
 async def stop(inv: Invocation) -> None:
-    running = inv.chat.running.get(inv.key)
+    running = inv.chat.running_for(inv.key, inv.user)
     if running is None:
         await inv.reply("Nothing is being written in this conversation.", ephemeral=True)
         return

@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from bot.app import Parley
-from bot.commands import parse_args
+from bot.commands import CommandRequest, parse_args
 from bot.conversation import IncomingMessage
 from bot.errors import CommandError
 from bot.loader import load_plugins
@@ -318,3 +318,50 @@ async def test_block_list_and_web_rate_limit(make_settings: MakeSettings) -> Non
         limited = await client.say("hello again")
         assert limited["status"] == 429
         assert "write again in" in limited["error"]["message"]
+
+
+class Collecting:
+    """A replier that keeps what a command answered (the platform side of a command)."""
+
+    def __init__(self) -> None:
+        self.texts: list[tuple[str, bool]] = []
+
+    async def text(self, text: str, *, ephemeral: bool = False) -> None:
+        self.texts.append((text, ephemeral))
+
+    async def stream(self, exchange: Any) -> str:
+        async for _ in exchange:
+            pass
+        return str(exchange.text)
+
+
+async def test_texts_show_the_platforms_command_prefix(make_settings: MakeSettings) -> None:
+    async with Parley(make_settings(web={"enabled": False})) as app:
+        replies = Collecting()
+        for name, args in (("ask", ""), ("system", "x"), ("nosuch", ""), ("help", "")):
+            request = CommandRequest("slack", "C1", "U1", name, args, prefix="parley-")
+            await app.chat.commands.run(request, replies)
+        usage, refused, unknown, help_text = (text for text, _ in replies.texts)
+        assert "Usage: /parley-ask <prompt>" in usage
+        assert refused == "Only admins can use /parley-system."
+        assert unknown == "Unknown command /parley-nosuch. Try /parley-help."
+        assert "/parley-ask <prompt>" in help_text
+        assert [ephemeral for _, ephemeral in replies.texts] == [True, True, True, False]
+
+
+async def test_stop_finds_the_callers_reply_in_a_thread_of_the_channel(make_settings: MakeSettings) -> None:
+    async with Parley(make_settings(web={"enabled": False}, engine={"max_tokens": 400})) as app:
+        connector = roomy()
+        mention = IncomingMessage("recording", "C1", "U1", "m1", "Write a long story.", thread="t1")
+        app.chat.submit(mention, connector)
+        while not app.chat.running:
+            await asyncio.sleep(0.01)
+        replies = Collecting()
+        # The slash command arrives without the thread (as Slack sends it).
+        await app.chat.commands.run(CommandRequest("recording", "C1", "U2", "stop"), replies)
+        assert replies.texts == [("Nothing is being written in this conversation.", True)]
+        await app.chat.commands.run(CommandRequest("recording", "C1", "U1", "stop"), replies)
+        assert replies.texts[-1] == ("Stopped.", True)
+        await asyncio.wait_for(app.chat.join(), 120)
+        conversation = await app.store.conversation(app.chat.key_for(mention))
+        assert (await app.store.turns(conversation))[-1].status == "stopped"

@@ -69,4 +69,5 @@ def to_request(
         user_name=user_name or str(payload.get("user_name") or user),
         is_admin=is_admin,
         destination=Destination(channel=channel, is_group=not direct, handle=handle),
+        prefix=prefix,
     )

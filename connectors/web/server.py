@@ -304,7 +304,9 @@ class WebServer:
         if isinstance(verdict, Deny):
             raise ApiError(429, "rate_limited", verdict.note or "too many messages; wait a little")
         params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
-        exchange_cm = self.parley.chat.exchange(key, verdict.text, params, conversation_id=conversation_id)
+        exchange_cm = self.parley.chat.exchange(
+            key, verdict.text, params, conversation_id=conversation_id, requester=user
+        )
         if not ask.stream:
             try:
                 async with exchange_cm as exchange:

@@ -77,13 +77,13 @@ async def test_commands_answered_in_channel_refused_ephemerally_and_admins_recog
         before = app.store.channel_settings("slack", "C1")
         sent = await slack.send_command("/parley-system", "Talk like a pirate.", user="U1", channel="C1")
         assert sent.delay < 3.0
-        assert (await until_ephemeral(slack, "U1")) == ["Only admins can use /system."]
+        assert (await until_ephemeral(slack, "U1")) == ["Only admins can use /parley-system."]
         assert app.store.channel_settings("slack", "C1") == before
 
         # Bad arguments get the usage, ephemerally; no traceback.
         await slack.send_command("/parley-scope", "bogus", user="UCONF", channel="C1")
         (usage,) = await until_ephemeral(slack, "UCONF")
-        assert "Usage: /scope" in usage
+        assert "Usage: /parley-scope <shared|per-user>" in usage
         assert "bogus" in usage
         assert "Traceback" not in usage
         await slack.send_command("/parley-ask", "", user="UCONF", channel="C1")
