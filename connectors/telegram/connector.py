@@ -9,6 +9,11 @@ update to the sink first; updates fetched by a poll that was cut short are not c
 again on the next start. The bot itself stays open, so replies still streaming can send and edit
 until ``stop`` shuts it down.
 
+Commands (``/cmd args``, ``/cmd@bot args``) go to the sink's ``submit_command``; in groups the
+caller's admin status comes from ``getChatMember`` (remembered ``admin_cache_seconds``) or from
+posting anonymously as the group. Telegram has no ephemeral messages, so answers the core marks
+ephemeral (refusals, usage) are replies to the command message like every other answer.
+
 Pacing is the core's (:attr:`limits`): about one call per second per chat, and in groups at most
 ``group_edits_per_minute``. No PTB rate limiter is installed; a 429 becomes
 :class:`~bot.errors.RateLimited` and the core waits. Text is sent as HTML rendered from the

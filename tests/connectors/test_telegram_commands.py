@@ -1,0 +1,274 @@
+"""Native commands on Telegram: the real app and python-telegram-bot against the wire-level fake.
+
+Covers the command menu (setMyCommands per scope), ``/cmd`` and ``/cmd@bot`` messages run by the
+core, permissions from getChatMember and ``PARLEY_ADMINS``, streamed ``/ask``, ``/stop``, usage
+answers, commands for other bots, and the shutdown pause that leaves late updates with Telegram.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
+
+import pytest
+
+from bot.app import Parley
+from bot.chat import SHUTDOWN_NOTICE
+from bot.commands import CommandRequest
+from bot.connector import Connector, InboundSink
+from bot.conversation import ConversationKey, IncomingMessage, Scope
+from bot.plugin import Command
+from bot.settings import TelegramSettings
+from bot.store import Store, Turn, TurnStatus
+from connectors.telegram.connector import TelegramConnector
+from connectors.telegram.render import to_html, visible_text
+from plugins.core import plugin as core_plugin
+from tests.conftest import MakeSettings
+from tests.fakes.telegram import BOT_USERNAME, TOKEN, Chat, FakeTelegram
+
+PRIVATE = Chat(id=42, type="private")
+GROUP = Chat(id=-1001, type="supergroup", title="community")
+OTHER_GROUP = Chat(id=-1003, type="supergroup", title="elsewhere")
+MEMBER, CHAT_ADMIN, PARLEY_ADMIN = 7, 8, 99
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeTelegram]:
+    async with FakeTelegram() as server:
+        yield server
+
+
+def settings_for(make_settings: MakeSettings, fake: FakeTelegram, shutdown_timeout: float = 30, **engine: Any) -> Any:
+    return make_settings(
+        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1, group_edit_interval=1.0),
+        web={"enabled": False},
+        admins=[f"telegram:{PARLEY_ADMIN}"],
+        engine=engine,
+        shutdown_timeout=shutdown_timeout,
+    )
+
+
+async def answer(fake: FakeTelegram, chat: Chat, message_id: int, timeout: float = 30.0) -> str:
+    """The text of the bot's first reply to ``message_id``."""
+    await fake.wait_for(lambda: bool(fake.replies_to(chat.id, message_id)), timeout)
+    return fake.replies_to(chat.id, message_id)[0].text
+
+
+async def last_turn(app: Parley, key: ConversationKey) -> Turn | None:
+    turns = await app.store.turns(await app.store.conversation(key))
+    replies = [t for t in turns if t.role == "assistant"]
+    return replies[-1] if replies else None
+
+
+async def wait_turn(app: Parley, key: ConversationKey, status: TurnStatus, timeout: float = 60.0) -> Turn:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        turn = await last_turn(app, key)
+        if turn is not None and turn.status is status:
+            return turn
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no {status} reply in {key}")
+
+
+def group_key(chat: Chat, user: int) -> ConversationKey:
+    return ConversationKey("telegram", str(chat.id), None, str(user))
+
+
+def no_tracebacks(fake: FakeTelegram) -> None:
+    texts = [m.text for m in fake.messages.values()]
+    assert not [t for t in texts if "Traceback" in t or "error was logged" in t], texts
+
+
+async def test_menu_lists_commands_per_scope_and_commands_are_answered(
+    make_settings: MakeSettings, fake: FakeTelegram
+) -> None:
+    async with Parley(settings_for(make_settings, fake)) as app:
+        everyone = {c["command"]: c["description"] for c in fake.menus["default"]}
+        admins = {c["command"] for c in fake.menus["all_chat_administrators"]}
+        assert set(everyone) == {"help", "ask", "reset", "stop", "stats", "ping"}
+        assert admins == set(everyone) | {"system", "scope"}
+        assert everyone["ping"] == "Check that the bot is alive"
+
+        ping = fake.push(PRIVATE, "/ping")
+        help_ = fake.push(GROUP, f"/help@{BOT_USERNAME}", user_id=MEMBER)
+        start = fake.push(PRIVATE, "/start")
+        unknown_here = fake.push(GROUP, f"/nope@{BOT_USERNAME}", user_id=MEMBER)
+        other_bot = fake.push(GROUP, "/ping@some_other_bot", user_id=MEMBER)
+        bare_unknown = fake.push(GROUP, "/weather Paris", user_id=MEMBER)
+        no_prompt = fake.push(OTHER_GROUP, "/ask", user_id=MEMBER)
+
+        assert (await answer(fake, PRIVATE, ping)).startswith("pong (")
+        shown = await answer(fake, GROUP, help_)
+        assert "/ask <prompt> — Ask the model something" in shown
+        assert "/system" not in shown  # a member's help lists only what they may run
+        assert (await answer(fake, PRIVATE, start)).startswith("Commands:")
+        assert await answer(fake, GROUP, unknown_here) == "Unknown command /nope. Try /help."
+        assert await answer(fake, OTHER_GROUP, no_prompt) == (
+            "prompt is missing\nUsage: /ask <prompt> — Ask the model something in this conversation"
+        )
+        await asyncio.sleep(1.5)  # time for any wrong answer to show up
+        assert fake.replies_to(GROUP.id, other_bot) == []
+        assert fake.replies_to(GROUP.id, bare_unknown) == []
+        assert app.store.channel_settings("telegram", str(GROUP.id)).scope is Scope.PER_USER
+    assert [c for c in fake.calls if c.method == "getChatMember"]  # group commands asked who the caller is
+    assert fake.refused() == []
+    no_tracebacks(fake)
+
+
+async def test_admin_commands_need_a_chat_admin_or_a_parley_admin(
+    make_settings: MakeSettings, fake: FakeTelegram
+) -> None:
+    fake.members[(GROUP.id, CHAT_ADMIN)] = "administrator"
+    async with Parley(settings_for(make_settings, fake)) as app:
+        before = app.store.channel_settings("telegram", str(GROUP.id))
+        refused = fake.push(GROUP, "/system You are a pirate.", user_id=MEMBER)
+        assert await answer(fake, GROUP, refused) == "Only admins can use /system."
+        assert app.store.channel_settings("telegram", str(GROUP.id)) == before
+
+        by_chat_admin = fake.push(GROUP, "/system Answer like a pirate.", user_id=CHAT_ADMIN)
+        assert (await answer(fake, GROUP, by_chat_admin)).startswith("System prompt set")
+        assert app.store.channel_settings("telegram", str(GROUP.id)).system_prompt == "Answer like a pirate."
+
+        bogus = fake.push(GROUP, "/scope bogus", user_id=PARLEY_ADMIN)
+        assert (await answer(fake, GROUP, bogus)).startswith(
+            "mode must be one of shared, per-user, not 'bogus'\nUsage: /scope <shared|per-user>"
+        )
+        shared = fake.push(GROUP, f"/scope@{BOT_USERNAME} shared", user_id=PARLEY_ADMIN)
+        assert (await answer(fake, GROUP, shared)).startswith("This channel now shares one conversation")
+        assert app.store.channel_settings("telegram", str(GROUP.id)).scope is Scope.SHARED
+    assert fake.refused() == []
+    no_tracebacks(fake)
+
+
+async def test_ask_streams_an_answer_in_a_group(make_settings: MakeSettings, fake: FakeTelegram) -> None:
+    async with Parley(settings_for(make_settings, fake, max_tokens=32)) as app:
+        short = fake.push(GROUP, "/ask What is the capital of France?", user_id=MEMBER)
+        turn = await wait_turn(app, group_key(GROUP, MEMBER), TurnStatus.COMPLETE, timeout=90)
+        rendered = visible_text(to_html(turn.text))
+        await fake.wait_for(lambda: "".join(m.text for m in fake.replies_to(GROUP.id, short)) == rendered, 10)
+        turns = await app.store.turns(await app.store.conversation(group_key(GROUP, MEMBER)))
+        assert turns[0].text == "What is the capital of France?"
+    assert fake.refused("pacing") == []
+
+
+async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: MakeSettings, fake: FakeTelegram) -> None:
+    key = group_key(GROUP, MEMBER)
+    # shutdown_timeout 0: the last answer is cut off at the end; it only has to start.
+    async with Parley(settings_for(make_settings, fake, shutdown_timeout=0, max_tokens=600)) as app:
+        essay = fake.push(GROUP, "/ask Write a long essay about the history of the Roman Empire.", user_id=MEMBER)
+        await fake.wait_for(lambda: bool(fake.replies_to(GROUP.id, essay)) and bool(app.chat.running), 30)
+        await fake.wait_for(lambda: fake.replies_to(GROUP.id, essay)[0].edits >= 1, 30)  # it is streaming
+        running = app.chat.running[key]
+        sent_at = time.monotonic()
+        stop = fake.push(GROUP, "/stop", user_id=MEMBER)
+        await fake.wait_for(lambda: running.stopped, 10)
+        to_stop = time.monotonic() - sent_at
+        turn = await wait_turn(app, key, TurnStatus.STOPPED, timeout=10)
+        to_stored = time.monotonic() - sent_at
+        assert await answer(fake, GROUP, stop) == "Stopped."
+        assert not app.chat.running
+        assert turn.text
+        assert (turn.token_count or 0) < 600
+
+        # The engine is free: the next answer streams now, not after 600 more tokens of the essay.
+        again = fake.push(PRIVATE, "/ask Tell me about the sea.")
+        await fake.wait_for(lambda: any(m.edits for m in fake.replies_to(PRIVATE.id, again)), 30)
+    shown = "".join(m.text for m in fake.replies_to(GROUP.id, essay))
+    assert shown == visible_text(to_html(turn.text))
+    assert to_stop < 1.5, to_stop
+    assert to_stored < 3.0, to_stored  # the final text waits for its paced edit (group_edit_interval 1 s)
+    assert fake.refused("pacing") == []
+
+
+async def test_update_sent_during_shutdown_waits_for_the_next_run(
+    make_settings: MakeSettings, fake: FakeTelegram
+) -> None:
+    # The first reply is long enough to be running when intake pauses; whether it finishes within
+    # the shutdown timeout depends on the (shared) CPU and does not matter here.
+    settings = settings_for(make_settings, fake, shutdown_timeout=5, max_tokens=120)
+    key = ConversationKey("telegram", str(PRIVATE.id), None, "42")
+    app = Parley(settings)
+    await app.start()
+    connector = app.connectors[0]
+    try:
+        first = fake.push(PRIVATE, "Write a long story about a dragon and a knight.")
+        await fake.wait_for(lambda: bool(fake.replies_to(PRIVATE.id, first)) and bool(app.chat.running), 30)
+        stopping = asyncio.create_task(app.stop())
+        await fake.wait_for(lambda: connector.status() != "running", 10)
+        assert app.chat.running  # the reply is still being written while intake is paused
+        late = fake.push(PRIVATE, "What did the knight do?")
+        await stopping
+    finally:
+        await app.stop()
+    assert (await last_turn_of(settings, key)) in (TurnStatus.COMPLETE, TurnStatus.INTERRUPTED)
+    assert fake.replies_to(PRIVATE.id, late) == []
+    assert [u["message"]["message_id"] for u in fake.updates] == [late]  # not confirmed to Telegram
+    assert SHUTDOWN_NOTICE not in [m.text for m in fake.messages.values()]
+
+    async with Parley(settings) as again:
+        await fake.wait_for(lambda: bool(fake.replies_to(PRIVATE.id, late)), 30)
+        turns = await wait_turn_count(again, key, 2)
+    assert [t.text for t in turns if t.role == "user"] == [
+        "Write a long story about a dragon and a knight.",
+        "What did the knight do?",
+    ]
+    assert len(fake.replies_to(PRIVATE.id, first)) == 1
+
+
+async def last_turn_of(settings: Any, key: ConversationKey) -> TurnStatus | None:
+    store = Store(settings.db_path)
+    await store.open()
+    try:
+        turns = await store.turns(await store.conversation(key))
+    finally:
+        await store.close()
+    replies = [t for t in turns if t.role == "assistant"]
+    return replies[-1].status if replies else None
+
+
+async def wait_turn_count(app: Parley, key: ConversationKey, count: int) -> list[Turn]:
+    """The conversation's turns once ``count`` user turns are stored (the reply has begun)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        turns = await app.store.turns(await app.store.conversation(key))
+        if len([t for t in turns if t.role == "user"]) >= count:
+            return turns
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"fewer than {count} user turns in {key}")
+
+
+class MenuSink:
+    """Enough of a sink to start the connector without the app."""
+
+    def __init__(self, commands: Sequence[Command]) -> None:
+        self.commands = list(commands)
+
+    def submit(self, message: IncomingMessage, connector: Connector) -> None:
+        raise AssertionError("no message expected")
+
+    def submit_command(self, request: CommandRequest, connector: Connector) -> None:
+        raise AssertionError("no command expected")
+
+    @property
+    def command_list(self) -> Sequence[Command]:
+        return self.commands
+
+
+async def test_menu_names_and_admin_private_chats(fake: FakeTelegram) -> None:
+    core = core_plugin.router.commands
+    dashed = Command("dice-roll", "Roll dice", (), core[0].handler)
+    too_long = Command("x" * 33, "Too long for Telegram", (), core[0].handler)
+    settings = TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1)
+    connector = TelegramConnector(settings, admins=["telegram:5", "discord:5", "web:key"])
+    await connector.start(cast("InboundSink", MenuSink([*core, dashed, too_long])))
+    try:
+        assert "dice_roll" in {c["command"] for c in fake.menus["default"]}
+        assert all(len(c["command"]) <= 32 for c in fake.menus["default"])
+        assert {c["command"] for c in fake.menus["chat:5"]} >= {"system", "scope", "dice_roll"}
+        assert set(fake.menus) == {"default", "all_chat_administrators", "chat:5"}
+        typed = connector.commands.by_name["dice_roll"]
+        assert typed.name == "dice-roll"
+    finally:
+        await connector.stop()
