@@ -169,16 +169,20 @@ async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: Mak
         to_stored = time.monotonic() - sent_at
         assert await answer(fake, GROUP, stop) == "Stopped."
         assert not app.chat.running
+        edits = fake.replies_to(GROUP.id, essay)[-1].edits
         assert turn.text
         assert (turn.token_count or 0) < 600
 
         # The engine is free: the next answer streams now, not after 600 more tokens of the essay.
         again = fake.push(PRIVATE, "/ask Tell me about the sea.")
         await fake.wait_for(lambda: any(m.edits for m in fake.replies_to(PRIVATE.id, again)), 30)
+        assert fake.replies_to(GROUP.id, essay)[-1].edits == edits  # nothing followed the stop
     shown = "".join(m.text for m in fake.replies_to(GROUP.id, essay))
     assert shown == visible_text(to_html(turn.text))
-    assert to_stop < 1.5, to_stop
-    assert to_stored < 3.0, to_stored  # the final text waits for its paced edit (group_edit_interval 1 s)
+    # Generous bounds for a shared CPU; typically 0.05 s and 1.5 s (the final text waits for its
+    # paced edit, group_edit_interval 1 s).
+    assert to_stop < 2.0, to_stop
+    assert to_stored < 4.0, to_stored
     assert fake.refused("pacing") == []
 
 
