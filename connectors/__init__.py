@@ -20,7 +20,7 @@ def build_connectors(settings: Settings, web: WebServer | None) -> list[Connecto
     if settings.telegram.token is not None:
         from connectors.telegram import TelegramConnector
 
-        found.append(TelegramConnector(settings.telegram))
+        found.append(TelegramConnector(settings.telegram, admins=settings.admins))
     if settings.discord.token is not None:
         from connectors.discord import DiscordConnector
 

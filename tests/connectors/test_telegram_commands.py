@@ -161,17 +161,15 @@ async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: Mak
         await fake.wait_for(lambda: bool(fake.replies_to(GROUP.id, essay)) and bool(app.chat.running), 30)
         await fake.wait_for(lambda: fake.replies_to(GROUP.id, essay)[0].edits >= 1, 30)  # it is streaming
         running = app.chat.running[key]
-        sent_at = time.monotonic()
         stop = fake.push(GROUP, "/stop", user_id=MEMBER)
-        await fake.wait_for(lambda: running.stopped, 10)
-        to_stop = time.monotonic() - sent_at
-        turn = await wait_turn(app, key, TurnStatus.STOPPED, timeout=10)
-        to_stored = time.monotonic() - sent_at
+        await fake.wait_for(lambda: running.stopped, 60)
+        turn = await wait_turn(app, key, TurnStatus.STOPPED, timeout=60)
         assert await answer(fake, GROUP, stop) == "Stopped."
         assert not app.chat.running
         edits = fake.replies_to(GROUP.id, essay)[-1].edits
         assert turn.text
-        assert (turn.token_count or 0) < 600
+        # Judged by where generation ended, not by wall-clock time (the CPU may be shared).
+        assert (turn.token_count or 0) < 300
 
         # The engine is free: the next answer streams now, not after 600 more tokens of the essay.
         again = fake.push(PRIVATE, "/ask Tell me about the sea.")
@@ -179,10 +177,6 @@ async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: Mak
         assert fake.replies_to(GROUP.id, essay)[-1].edits == edits  # nothing followed the stop
     shown = "".join(m.text for m in fake.replies_to(GROUP.id, essay))
     assert shown == visible_text(to_html(turn.text))
-    # Generous bounds for a shared CPU; typically 0.05 s and 1.5 s (the final text waits for its
-    # paced edit, group_edit_interval 1 s).
-    assert to_stop < 2.0, to_stop
-    assert to_stored < 4.0, to_stored
     assert fake.refused("pacing") == []
 
 
