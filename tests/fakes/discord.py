@@ -645,6 +645,9 @@ class FakeDiscord:
     async def _on_frame(self, ws: web.WebSocketResponse, frame: dict[str, Any]) -> None:
         op, data = frame.get("op"), frame.get("d") or {}
         if op == 1:
+            # discord.py notes the heartbeat's send time only after its send completes; an ACK on
+            # loopback can beat that and reads as "10 s behind". Real Discord takes tens of ms.
+            await asyncio.sleep(0.05)
             await self._send(ws, {"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             if data["token"] != self.token:
