@@ -59,15 +59,10 @@ async def finished_reply(store: Store, key: ConversationKey, replies: int = 1, t
     conversation = None
     while loop.time() < deadline:
         if conversation is None:
-            # Look without creating: store.conversation() would race the chat service's own insert.
-            row = (key.platform, key.channel, key.thread or "", key.user or "")
-            query = "SELECT id FROM conversations WHERE platform=? AND channel=? AND thread=? AND user=?"
-            async with store.db.execute(query, row) as cursor:
-                found = await cursor.fetchone()
-            if found is None:
+            conversation = await store.find_conversation(key)  # look without creating
+            if conversation is None:
                 await asyncio.sleep(0.1)
                 continue
-            conversation = str(found[0])
         answers = [t for t in await store.turns(conversation) if t.role == "assistant"]
         if len(answers) >= replies and answers[replies - 1].status is not TurnStatus.STREAMING:
             return answers[replies - 1]
