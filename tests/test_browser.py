@@ -78,6 +78,11 @@ async def test_chat_page_streams_keeps_history_and_shows_errors(make_settings: M
         if shot := os.environ.get("SCREENSHOT"):
             await page.screenshot(path=shot)
 
+        # Commands work in the page too.
+        await page.fill("#message", "")
+        await send(page, "/ping")
+        await expect(page.locator(".turn.assistant").last).to_contain_text("pong")
+
         # A new conversation starts empty.
         await page.click("#new")
         await expect(page.locator(".turn")).to_have_count(0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from bot.commands import CommandRequest, parse_args
 from bot.conversation import IncomingMessage
 from bot.errors import CommandError
 from bot.loader import load_plugins
-from bot.plugin import Arg, Invocation, Router
+from bot.plugin import Arg, Deny, Invocation, Plugin, Router
 from bot.settings import load_settings
 from tests.conftest import MakeSettings
 from tests.test_streamer import roomy
@@ -365,3 +366,30 @@ async def test_stop_finds_the_callers_reply_in_a_thread_of_the_channel(make_sett
         await asyncio.wait_for(app.chat.join(), 120)
         conversation = await app.store.conversation(app.chat.key_for(mention))
         assert (await app.store.turns(conversation))[-1].status == "stopped"
+
+
+async def test_message_hooks_can_rewrite_stop_and_observe(make_settings: MakeSettings) -> None:
+    router = Router()
+    seen: list[tuple[str, str]] = []
+
+    @router.before_message
+    async def rewrite(message: IncomingMessage, chat: Any) -> IncomingMessage | Deny | None:
+        if "secret" in message.text:
+            return Deny("I can't talk about that.")
+        return dataclasses.replace(message, text=message.text.replace("kitten", "cat"))
+
+    @router.after_reply
+    async def observe(message: IncomingMessage, text: str) -> None:
+        seen.append((message.text, text))
+
+    async with Parley(make_settings(web={"enabled": False})) as app:
+        app.chat.install([*app.plugins, Plugin("hooks", "test hooks", "1", router)])
+        connector = roomy()
+        app.chat.submit(IncomingMessage("recording", "dm", "u1", "m1", "tell me a secret", is_direct=True), connector)
+        app.chat.submit(IncomingMessage("recording", "dm", "u1", "m2", "Name a kitten.", is_direct=True), connector)
+        await asyncio.wait_for(app.chat.join(), 120)
+        key = app.chat.key_for(IncomingMessage("recording", "dm", "u1", "", "", is_direct=True))
+        turns = await app.store.turns(await app.store.conversation(key))
+    assert connector.messages()[0] == "I can't talk about that."
+    assert [t.text for t in turns if t.role == "user"] == ["Name a cat."]  # the denied one never reached the model
+    assert seen == [("Name a cat.", turns[-1].text)]
