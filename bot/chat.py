@@ -139,6 +139,9 @@ class ChatService:
         channel = self.store.channel_settings(key.platform, key.channel)
         return channel.system_prompt if channel.system_prompt is not None else self.settings.system_prompt
 
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        return await self.store.find_conversation(key) is not None
+
     def key_for(self, message: IncomingMessage) -> ConversationKey:
         scope = self.store.channel_settings(message.platform, message.channel).scope
         return conversation_key(message, scope)

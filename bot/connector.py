@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from bot.conversation import Destination, IncomingMessage
+from bot.conversation import ConversationKey, Destination, IncomingMessage
 from bot.pacing import Pacer, Pacing
 
 if TYPE_CHECKING:
@@ -51,6 +51,9 @@ class InboundSink(Protocol):
 
     def submit_command(self, request: CommandRequest, connector: Connector) -> None:
         """Run a command; returns at once. Answers go to ``request.reply_destination()``."""
+
+    async def has_conversation(self, key: ConversationKey) -> bool:
+        """Whether ``key``'s conversation exists: e.g. a thread the bot answered in before a restart."""
 
     @property
     def command_list(self) -> Sequence[Command]:

@@ -43,12 +43,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
-from bot.conversation import Destination
+from bot.conversation import ConversationKey, Destination
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
 from connectors.slack.commands import CommandHandle, to_request
-from connectors.slack.events import BotIdentity, RecentKeys, is_from_a_person, translate, user_name_of
+from connectors.slack.events import PLATFORM, BotIdentity, RecentKeys, is_from_a_person, translate, user_name_of
 from connectors.slack.manifest import EVENTS_PATH
 from connectors.slack.mrkdwn import to_mrkdwn
 
@@ -237,6 +237,10 @@ class SlackConnector(Connector):
         message = translate(event, identity, self.threads, mentioned=mentioned)
         if message is None:
             return
+        if not message.addressed and message.thread is not None and not message.is_direct:
+            # A thread answered before a restart is not in memory any more, but it is in the store.
+            thread_key = ConversationKey(PLATFORM, message.channel, message.thread, None)
+            message = replace(message, addressed=await sink.has_conversation(thread_key))
         if message.addressed:
             if message.thread is not None and not message.is_direct:
                 self.threads.add((message.channel, message.thread))

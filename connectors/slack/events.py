@@ -9,7 +9,8 @@ When the bot answers:
   goes into the message's thread, a new one under the message for a top-level mention;
 - any user message in a thread the bot takes part in: one it was mentioned or answered in since
   the process started (:class:`RecentKeys`, in memory and bounded) or one whose root the bot
-  posted (``parent_user_id``). After a restart a busy old thread needs a fresh mention.
+  posted (``parent_user_id``); the connector also asks the store, so a thread answered before a
+  restart still counts.
 
 Never: the bot's own messages, other bots' (``bot_id``, ``bot_message``), and edits, deletions,
 joins and other subtypes. A thread is one shared conversation (``thread`` set, not direct); a

@@ -250,3 +250,30 @@ def test_http_mode_needs_the_web_server_and_a_signing_secret(make_settings: Make
         Parley(make_settings(slack=SlackSettings(bot_token="xoxb-x", signing_secret=SECRET), web={"enabled": False}))
     with pytest.raises(ConfigError, match="PARLEY_SLACK__SIGNING_SECRET"):
         Parley(make_settings(slack=SlackSettings(bot_token="xoxb-x")))
+
+
+async def test_a_thread_answered_before_a_restart_still_needs_no_mention(
+    make_settings: MakeSettings, slack: FakeSlack
+) -> None:
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 16})
+    ts = "1700000010.000100"
+    async with Parley(settings) as app:
+        await slack.send_event(channel_message("<@UBOT> Say hi", ts))
+        key = ConversationKey("slack", "C1", ts, None)
+        await eventually(lambda: _has_reply(app, key))
+    async with Parley(settings) as app:  # a new process would remember nothing in memory either
+        await slack.send_event(channel_message("And again?", "1700000011.000100", thread_ts=ts, user="U3"))
+        await slack.send_event(channel_message("not for the bot", "1700000012.000100", thread_ts="1600000000.000009"))
+        conversation_id = await app.store.find_conversation(key)
+        assert conversation_id is not None
+        turns = await answered(app, conversation_id, replies=2)
+        assert turns[2].text == "And again?"
+    assert [p.thread_ts for p in slack.posted("C1", any_thread=True)] == [ts, ts]
+
+
+async def _has_reply(app: Parley, key: ConversationKey) -> bool:
+    found = await app.store.find_conversation(key)
+    if found is None:
+        return False
+    turns = await app.store.turns(found)
+    return len(turns) == 2 and turns[1].status != "streaming"
