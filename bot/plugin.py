@@ -282,7 +282,3 @@ class Plugin:
     settings_model: type[BaseModel] | None = None
     settings: Any = None
     """Filled at load time from ``PARLEY_PLUGINS__<NAME>__…``."""
-
-
-def command_names(commands: Sequence[Command]) -> list[str]:
-    return [command.name for command in commands]

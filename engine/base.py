@@ -43,10 +43,6 @@ class Usage:
     seconds: float = 0.0
     """Wall time from the first prompt token read to the last token generated."""
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.completion_tokens / self.seconds if self.seconds > 0 else 0.0
-
 
 @dataclass(slots=True)
 class Reply:
