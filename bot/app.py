@@ -1,49 +1,51 @@
-"""Composition root: settings, store, engine, chat service, web server and platform connectors.
+"""The running bot: store, engine, chat service, web server and platform connectors, in one lifecycle.
 
-:class:`Parley` starts them in order inside one ``AsyncExitStack``: if any fails, what already
-started is stopped. On stop it first stops taking messages and lets running replies finish (up to
-``PARLEY_SHUTDOWN_TIMEOUT``), then stops connectors, the web server, the engine and the store.
+:class:`Parley` is given its engine (and, through :meth:`Parley.attach`, its web server and
+connectors) by the composition root, :mod:`bot.main`; it imports no implementation. It starts them
+in order inside one ``AsyncExitStack``: if any fails, what already started is stopped. On stop it
+first stops taking messages and lets running replies finish (up to ``PARLEY_SHUTDOWN_TIMEOUT``),
+then stops connectors, the web server, the engine and the store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import signal
-import sys
+from collections.abc import Sequence
 from types import TracebackType
 
 from bot.chat import ChatService
-from bot.connector import Connector
+from bot.connector import Connector, WebTransport
+from bot.engine import Engine
 from bot.errors import ParleyError
 from bot.loader import load_plugins
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from bot.store import Store
-from connectors import build_connectors
-from connectors.web.server import WebServer
-from engine.base import Engine
-from engine.factory import create_engine
 
 log = logging.getLogger("parley")
 
 
 class Parley:
-    """The running bot. ``async with Parley(settings) as app:`` starts everything."""
+    """The running bot. Built by :func:`bot.main.build_app`; ``async with app:`` starts everything."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, engine: Engine, *, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = Store(settings.db_path)
-        self.engine: Engine = create_engine(settings.engine)
+        self.store = store or Store(settings.db_path)
+        self.engine = engine
         self.chat = ChatService(settings, self.store, self.engine)
         loaded = load_plugins(settings)
         self.plugins = loaded.plugins
         self.plugin_problems = loaded.problems
         self.chat.install(self.plugins)
-        self.web: WebServer | None = WebServer(settings.web, self) if settings.web.enabled else None
-        self.connectors: list[Connector] = build_connectors(settings, self.web)
+        self.web: WebTransport | None = None
+        self.connectors: list[Connector] = []
         self.ready = False
         self._stack = contextlib.AsyncExitStack()
+
+    def attach(self, *, web: WebTransport | None = None, connectors: Sequence[Connector] = ()) -> None:
+        """Give the app its web server and platform connectors (before ``start``)."""
+        self.web = web
+        self.connectors = list(connectors)
 
     async def start(self) -> None:
         stack = self._stack
@@ -110,30 +112,3 @@ class Parley:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
-
-
-async def serve(settings: Settings) -> None:
-    """Run until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with Parley(settings):
-        log.info("Parley is up; press Ctrl+C to stop")
-        await stop.wait()
-        log.info("shutting down: no new messages; letting running replies finish")
-
-
-def run() -> int:
-    """Entry point of ``parley run``: exit code 0 on a clean stop, 2 on bad settings, 1 on failure."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = load_settings()
-        logging.getLogger().setLevel(settings.log_level)
-        asyncio.run(serve(settings))
-    except ParleyError as exc:
-        print(f"parley: {exc}", file=sys.stderr)
-        return 2 if exc.__class__.__name__ == "ConfigError" else 1
-    except KeyboardInterrupt:
-        return 0
-    return 0

@@ -15,27 +15,25 @@ import collections
 import contextlib
 import dataclasses
 import logging
-import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from bot.commands import CommandRequest, CommandRunner
+from bot.command import Command
+from bot.commands import CommandRunner
 from bot.connector import Connector
-from bot.conversation import ConversationKey, Destination, IncomingMessage, conversation_key
+from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, conversation_key
+from bot.engine import ChatMessage, Engine, GenerationParams, Usage
 from bot.errors import ParleyError
-from bot.plugin import AfterHook, BeforeHook, Command, Deny, Plugin
+from bot.exchange import Exchange
+from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
-from bot.store import Store, Turn, TurnStatus
+from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
 from bot.streamer import ReplyStreamer
-from engine.base import ChatMessage, Engine, GenerationParams, Reply, Usage
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_NOTICE = "Parley is restarting and cannot take this message; please send it again in a minute."
-PROGRESS_EVERY = 2.0
-"""Seconds between saves of a growing reply, so a crash loses at most this much of it."""
-
 HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
 
 
@@ -43,47 +41,6 @@ def error_note(exc: BaseException) -> str:
     """The short line a chat user sees when their reply failed."""
     message = exc.user_message if isinstance(exc, ParleyError) else ParleyError.user_message
     return f"⚠️ {message}"
-
-
-@dataclass(slots=True)
-class Exchange:
-    """One reply in progress: iterate it for text deltas; ``text`` and ``usage`` grow as it goes."""
-
-    conversation_id: str
-    key: ConversationKey
-    turn_id: int
-    reply: Reply
-    store: Store
-    requester: str | None = None
-    """The user who asked, so ``/stop`` can find their reply from another conversation key."""
-    text: str = ""
-    message_ids: tuple[str, ...] = ()
-    _saved_at: float = field(default_factory=time.monotonic)
-
-    @property
-    def usage(self) -> Usage:
-        return self.reply.usage
-
-    @property
-    def stopped(self) -> bool:
-        return self.reply.cancelled
-
-    def stop(self) -> None:
-        """End the reply early; the text so far is kept and marked stopped."""
-        self.reply.cancel()
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        async for delta in self.reply:
-            self.text += delta
-            if time.monotonic() - self._saved_at >= PROGRESS_EVERY:
-                await self.save_progress()
-            yield delta
-
-    async def save_progress(self, text: str | None = None, message_ids: tuple[str, ...] | None = None) -> None:
-        if message_ids is not None:
-            self.message_ids = message_ids
-        self._saved_at = time.monotonic()
-        await self.store.update_turn(self.turn_id, text=self.text if text is None else text, message_ids=message_ids)
 
 
 class _KeyedLocks:
@@ -120,9 +77,8 @@ class ChatService:
         self._queues: dict[ConversationKey, collections.deque[tuple[IncomingMessage, Connector]]] = {}
         self.running: dict[ConversationKey, Exchange] = {}
         """The reply being generated in each conversation (``/stop`` ends it)."""
-        self.before: list[BeforeHook] = []
-        self.after: list[AfterHook] = []
-        self.commands = CommandRunner(self)
+        self.middlewares: list[Middleware] = []
+        self.commands = CommandRunner(self, self.guard, self.key_for)
 
     # parameters and prompts
 
@@ -175,7 +131,7 @@ class ChatService:
             messages.append(ChatMessage("user", text))
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             reply = self.engine.generate(messages, params or self.params(), affinity=conversation_id)
-            exchange = Exchange(conversation_id, key, turn_id, reply, self.store, requester)
+            exchange = Exchange(conversation_id, turn_id, reply, self.store, requester)
             self.running[key] = exchange
             status = TurnStatus.FAILED
             try:
@@ -220,20 +176,53 @@ class ChatService:
     # plugins
 
     def install(self, plugins: Sequence[Plugin]) -> None:
-        """Take the message hooks and commands of ``plugins`` (called once, before start)."""
-        self.before = [hook for plugin in plugins for hook in plugin.router.before]
-        self.after = [hook for plugin in plugins for hook in plugin.router.after]
-        self.commands = CommandRunner(self, frozenset(self.settings.admins), plugins)
+        """Take the middleware and commands of ``plugins`` (called once, before start)."""
+        self.middlewares = [middleware for plugin in plugins for middleware in plugin.router.middlewares]
+        self.commands = CommandRunner(self, self.guard, self.key_for, frozenset(self.settings.admins), plugins)
 
-    async def check(self, message: IncomingMessage) -> IncomingMessage | Deny:
-        """Run the ``before_message`` hooks: the message to answer, or why not."""
-        for hook in self.before:
-            verdict = await hook(message, self)
-            if isinstance(verdict, Deny):
-                return verdict
-            if verdict is not None:
-                message = verdict
-        return message
+    def is_admin(self, message: IncomingMessage) -> bool:
+        return message.is_admin or f"{message.platform}:{message.user}" in self.settings.admins
+
+    async def guard(
+        self, message: IncomingMessage, handler: Next, tell: Callable[[str], Awaitable[None]], is_command: bool
+    ) -> str | None:
+        """Handle ``message`` with ``handler`` inside the plugins' middleware; the reply text, if any."""
+        context = MessageContext(self.settings, self.is_admin(message), is_command, tell)
+        return await chain(self.middlewares, handler, context)(message)
+
+    # what plugins may do (bot.plugin.PluginHost)
+
+    @property
+    def default_system_prompt(self) -> str:
+        return self.settings.system_prompt
+
+    def engine_status(self) -> str:
+        return self.engine.status()
+
+    async def stream_answer(self, key: ConversationKey, prompt: str, requester: str, replier: Replier) -> str:
+        async with self.exchange(key, prompt, requester=requester) as exchange:
+            return await replier.stream(exchange)
+
+    def stop_reply(self, key: ConversationKey, user: str) -> bool:
+        running = self.running_for(key, user)
+        if running is None:
+            return False
+        running.stop()
+        return True
+
+    async def reset(self, key: ConversationKey) -> None:
+        conversation = await self.store.conversation(key)
+        await self.store.reset(conversation)
+        self.engine.forget(conversation)
+
+    def channel_settings(self, platform: str, channel: str) -> ChannelSettings:
+        return self.store.channel_settings(platform, channel)
+
+    async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
+        await self.store.set_channel_settings(platform, channel, settings)
+
+    async def channel_stats(self, platform: str, channel: str) -> ChannelStats:
+        return await self.store.channel_stats(platform, channel)
 
     # platform messages
 
@@ -266,21 +255,22 @@ class ChatService:
             del self._queues[key]
 
     async def _handle(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> None:
+        answered = False
+
+        async def answer(verdict: IncomingMessage) -> str:
+            nonlocal answered
+            answered = True
+            return await self.answer(verdict, connector, key)
+
+        async def tell(note: str) -> None:
+            await self.notify(connector, message.destination, note)
+
         try:
-            verdict = await self.check(message)
-        except Exception:
-            log.exception("a message hook failed on %s in %s", message.message_id, key)
-            verdict = Deny(error_note(RuntimeError()))
-        if isinstance(verdict, Deny):
-            if verdict.note:
-                await self.notify(connector, message.destination, verdict.note)
-            return
-        text = await self.answer(verdict, connector, key)
-        for hook in self.after:
-            try:
-                await hook(verdict, text)
-            except Exception:
-                log.exception("an after-reply hook failed on %s in %s", message.message_id, key)
+            await self.guard(message, answer, tell, False)
+        except Exception as exc:
+            log.exception("a message middleware failed on %s in %s", message.message_id, key)
+            if not answered:  # after the reply, the user already has their answer
+                await tell(error_note(exc))
 
     @property
     def command_list(self) -> list[Command]:

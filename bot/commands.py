@@ -12,61 +12,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bot.conversation import Destination, IncomingMessage
+from bot.command import Command, Param
+from bot.conversation import CommandRequest, ConversationKey, IncomingMessage
 from bot.errors import CommandError, ParleyError
-from bot.plugin import Command, Deny, Invocation, Param, Plugin, Replier
-
-if TYPE_CHECKING:
-    from bot.chat import ChatService
+from bot.plugin import Invocation, Next, Plugin, PluginHost, Replier
 
 log = logging.getLogger(__name__)
 
 TRUE = {"true", "yes", "on", "1", "y"}
 FALSE = {"false", "no", "off", "0", "n"}
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRequest:
-    """A command as a connector received it; ``args`` is raw text or already-typed native options."""
-
-    platform: str
-    channel: str
-    user: str
-    name: str
-    args: str | Mapping[str, object] = ""
-    message_id: str = ""
-    thread: str | None = None
-    is_direct: bool = False
-    user_name: str = ""
-    is_admin: bool = False
-    """The platform says the user administers this chat or server."""
-    destination: Destination | None = None
-    """Where answers go; connectors may carry a reply handle in it. Default: the channel/thread."""
-    prefix: str = ""
-    """What the platform puts before command names (Slack's ``PARLEY_SLACK__COMMAND_PREFIX``)."""
-
-    def as_message(self) -> IncomingMessage:
-        text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())
-        return IncomingMessage(
-            platform=self.platform,
-            channel=self.channel,
-            user=self.user,
-            message_id=self.message_id,
-            text=f"/{self.name} {text}".strip(),
-            thread=self.thread,
-            is_direct=self.is_direct,
-            user_name=self.user_name,
-            is_admin=self.is_admin,
-        )
-
-    def reply_destination(self) -> Destination:
-        if self.destination is not None:
-            return self.destination
-        return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)
 
 
 Fail = Callable[[str], CommandError]
@@ -160,11 +118,21 @@ def parse_args(command: Command, args: str | Mapping[str, object], prefix: str =
     return parsed
 
 
+Guard = Callable[[IncomingMessage, Next, Callable[[str], Awaitable[None]], bool], Awaitable[str | None]]
+"""Runs a message through the plugins' middleware around a handler (the chat service's ``guard``)."""
+
+
 @dataclass
 class CommandRunner:
-    """Runs commands from every plugin; one per app."""
+    """Runs commands from every plugin; one per app.
 
-    chat: ChatService
+    ``guard`` runs the plugins' middleware around each command, ``key_for`` applies the scope
+    policy, and ``host`` is what the command's :class:`~bot.plugin.Invocation` acts through.
+    """
+
+    host: PluginHost
+    guard: Guard
+    key_for: Callable[[IncomingMessage], ConversationKey]
     admins: frozenset[str] = frozenset()
     plugins: Sequence[Plugin] = ()
     _commands: dict[str, tuple[Command, Plugin]] = field(default_factory=dict)
@@ -213,18 +181,21 @@ class CommandRunner:
         found = self._commands.get(request.name.lower())
         if found is None:
             raise CommandError(f"Unknown command /{request.prefix}{request.name}. Try /{request.prefix}help.")
-        command, plugin = found
-        verdict = await self.chat.check(request.as_message())
-        if isinstance(verdict, Deny):
-            if verdict.note:
-                await replier.text(verdict.note, ephemeral=True)
-            return
+
+        async def handle(_message: IncomingMessage) -> None:
+            await self._invoke(request, replier, *found)
+
+        async def tell(note: str) -> None:
+            await replier.text(note, ephemeral=True)
+
+        await self.guard(request.as_message(), handle, tell, True)
+
+    async def _invoke(self, request: CommandRequest, replier: Replier, command: Command, plugin: Plugin) -> None:
         admin = self.is_admin(request)
         if command.admin and not admin:
             raise CommandError(f"Only admins can use /{request.prefix}{command.name}.")
         args = parse_args(command, request.args, request.prefix)
         self._cool_down(command, request)
-        message = request.as_message()
         invocation = Invocation(
             command=command,
             args=args,
@@ -232,12 +203,12 @@ class CommandRunner:
             channel=request.channel,
             user=request.user,
             user_name=request.user_name,
-            key=self.chat.key_for(message),
+            key=self.key_for(request.as_message()),
             is_admin=admin,
             settings=plugin.settings,
-            chat=self.chat,
             available=self.allowed(request),
             replier=replier,
+            host=self.host,
             prefix=request.prefix,
         )
         result = await command.handler(invocation, **args)

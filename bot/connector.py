@@ -11,16 +11,13 @@ platform's ``retry_after`` and the core waits.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
-from bot.conversation import ConversationKey, Destination, IncomingMessage
+from bot.command import Command
+from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage
 from bot.pacing import Pacer, Pacing
-
-if TYPE_CHECKING:
-    from bot.commands import CommandRequest
-    from bot.plugin import Command
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +105,31 @@ class Connector(abc.ABC):
     async def typing(self, destination: Destination) -> None:  # noqa: B027 - optional hook
         """Show a typing indicator, where the platform has one. Errors are ignored by callers."""
 
+    @abc.abstractmethod
     def status(self) -> str:
-        """A short status word for health checks."""
-        return "running"
+        """A short status word for health checks: ``running`` when healthy, anything else when not."""
+
+
+RouteHandler = Callable[[Any], Awaitable[Any]]
+"""An HTTP handler of the web transport (an aiohttp handler: request in, response out)."""
+
+
+class HttpRoutes(Protocol):
+    """Where a connector that receives HTTP callbacks (Slack's Events API) adds its routes."""
+
+    def add_route(self, method: str, path: str, handler: RouteHandler) -> None:
+        """Serve ``method path`` with ``handler``; only before the transport starts."""
+
+
+class WebTransport(HttpRoutes, Protocol):
+    """Parley's own HTTP server (chat page, API, health), owned by the app."""
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        """Where it listens, once started."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...

@@ -7,6 +7,7 @@ object. :func:`conversation_key` is the one place that decides which messages sh
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -76,7 +77,6 @@ class IncomingMessage:
     addressed: bool = True
     user_name: str = ""
     is_admin: bool = False
-    extra: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def destination(self) -> Destination:
@@ -102,3 +102,43 @@ def conversation_key(message: IncomingMessage, channel_scope: Scope = Scope.PER_
     if channel_scope is Scope.SHARED:
         return ConversationKey(message.platform, message.channel, None, None)
     return ConversationKey(message.platform, message.channel, None, message.user)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRequest:
+    """A command as a connector received it; ``args`` is raw text or already-typed native options."""
+
+    platform: str
+    channel: str
+    user: str
+    name: str
+    args: str | Mapping[str, object] = ""
+    message_id: str = ""
+    thread: str | None = None
+    is_direct: bool = False
+    user_name: str = ""
+    is_admin: bool = False
+    """The platform says the user administers this chat or server."""
+    destination: Destination | None = None
+    """Where answers go; connectors may carry a reply handle in it. Default: the channel/thread."""
+    prefix: str = ""
+    """What the platform puts before command names (Slack's ``PARLEY_SLACK__COMMAND_PREFIX``)."""
+
+    def as_message(self) -> IncomingMessage:
+        text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())
+        return IncomingMessage(
+            platform=self.platform,
+            channel=self.channel,
+            user=self.user,
+            message_id=self.message_id,
+            text=f"/{self.name} {text}".strip(),
+            thread=self.thread,
+            is_direct=self.is_direct,
+            user_name=self.user_name,
+            is_admin=self.is_admin,
+        )
+
+    def reply_destination(self) -> Destination:
+        if self.destination is not None:
+            return self.destination
+        return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)

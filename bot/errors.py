@@ -11,9 +11,9 @@ Every error the project raises derives from :class:`ParleyError`::
     ├── EngineError                 the model cannot answer
     │   ├── ContextOverflow         the message cannot fit the context window even alone
     │   └── EngineBusy              no engine slot was free in time
-    ├── InputError                  a user's request is malformed (empty, too long, bad JSON)
-    └── PluginError                 a plugin failed to load or a command failed
-        └── CommandError            a command's arguments or permissions are wrong
+    ├── PluginError                 a plugin failed to load or a command failed
+    │   └── CommandError            a command's arguments or permissions are wrong
+    └── ApiError                    (connectors.web) an HTTP API request answered with an error status
 
 ``user_message`` is the short text a chat user sees; ``str(error)`` is for the log.
 """
@@ -74,15 +74,6 @@ class EngineBusy(EngineError):
     """No generation slot became free in time."""
 
     user_message = "The bot is busy with other replies. Please try again in a moment."
-
-
-class InputError(ParleyError):
-    """A request from a user or API client is malformed."""
-
-    user_message = "That request is not valid."
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, user_message=message)
 
 
 class PluginError(ParleyError):

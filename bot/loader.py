@@ -20,7 +20,8 @@ from types import ModuleType
 
 from pydantic import ValidationError
 
-from bot.plugin import NAME, Plugin
+from bot.command import NAME
+from bot.plugin import Plugin
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

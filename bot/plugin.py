@@ -1,9 +1,10 @@
-"""The plugin API: what a plugin author writes against.
+"""The plugin API: everything a plugin author writes against, and nothing else.
 
-A plugin is a module (or package) that exposes ``plugin = Plugin(...)``, found among the built-ins
-in ``plugins/`` or through the entry-point group ``parley.plugins``::
+A plugin is a module (or package) that exposes ``plugin = Plugin(...)`` (or a function returning
+one), found among the built-ins in ``plugins/`` or through the entry-point group
+``parley.plugins``::
 
-    from typing import Annotated, Literal
+    from typing import Annotated
     from bot.plugin import Arg, Invocation, Plugin, Router
 
     router = Router()
@@ -18,103 +19,51 @@ Contracts:
 - A command handler is ``async def handler(inv: Invocation, **params)``. Each parameter after the
   first is an option whose type is one of ``str``, ``int``, ``float``, ``bool``, a ``Literal`` of
   strings (a choice), or any of these ``| None`` (optional); a default makes it optional too.
-  ``Annotated[T, Arg(...)]`` adds a description and limits. The handler replies with
+  ``Annotated[T, Arg(...)]`` adds a description and limits. The handler answers with
   ``inv.reply(...)`` / ``inv.stream(...)``, or returns a string (sent as a reply) or ``None``.
-- ``Router.before_message`` hooks see every addressed message and command before the engine does;
-  they return ``None`` (go on), a replacement ``IncomingMessage``, or ``Deny(note)`` (stop; ``note``,
-  if any, is sent to the user).
-- ``Router.after_reply`` hooks run after a reply was delivered, with the message and the reply text.
+- :class:`Invocation` is all a handler may touch: who called, where, the plugin's settings, and the
+  actions of :class:`Invocation` (reply, stream a model answer, read and change this channel's
+  settings, stop or reset this conversation, read stats). The core behind it can change without
+  breaking plugins.
+- ``Router.middleware`` wraps the handling of every addressed message and command, in the style
+  of aiogram: ``async def mw(handler, message, ctx) -> str | None``. Call ``await handler(message)``
+  (or with a replacement message) to go on, and get the reply text back (``None`` when nothing
+  was answered, as for commands); return without calling it to stop the message, telling the
+  user why with ``await ctx.tell(note)`` if they should know. Code after the call runs after the
+  reply was delivered. The first plugin loaded is the outermost layer.
 - ``Plugin.settings_model`` (a pydantic model) is filled from ``PARLEY_PLUGINS__<NAME>__<FIELD>``
   and handed to handlers as ``inv.settings``.
 """
 
 from __future__ import annotations
 
-import inspect
-import re
-import types
-import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from bot.conversation import ConversationKey, IncomingMessage
+from bot.command import Arg, Command, Handler, command_from
+from bot.conversation import ConversationKey, IncomingMessage, Scope
 from bot.errors import PluginError
+from bot.exchange import Exchange
+from bot.settings import Settings
+from bot.store import ChannelSettings, ChannelStats
 
-if TYPE_CHECKING:
-    from bot.chat import ChatService, Exchange
-
-NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-ParamKind = Literal["text", "integer", "number", "boolean", "choice"]
-DEFAULT_MAX_TEXT = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class Arg:
-    """Describes a command parameter inside ``Annotated[...]``."""
-
-    description: str = ""
-    max_length: int | None = None
-    min: float | None = None
-    max: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Param:
-    """One typed command parameter, as platforms register it."""
-
-    name: str
-    kind: ParamKind
-    description: str = ""
-    required: bool = True
-    choices: tuple[str, ...] = ()
-    default: object = None
-    max_length: int | None = None
-    min_value: float | None = None
-    max_value: float | None = None
-
-    def placeholder(self) -> str:
-        shown = "|".join(self.choices) if self.kind == "choice" else self.name
-        return f"<{shown}>" if self.required else f"[{shown}]"
-
-
-Handler = Callable[..., Awaitable[str | None]]
-
-
-@dataclass(frozen=True, slots=True)
-class Command:
-    """A declared command."""
-
-    name: str
-    description: str
-    params: tuple[Param, ...]
-    handler: Handler
-    admin: bool = False
-    cooldown: float = 0.0
-    plugin: str = ""
-
-    @property
-    def usage(self) -> str:
-        return self.usage_for("")
-
-    def usage_for(self, prefix: str) -> str:
-        """The usage line as the user types it on a platform that prefixes commands (Slack)."""
-        return " ".join([f"/{prefix}{self.name}", *(p.placeholder() for p in self.params)])
-
-
-@dataclass(frozen=True, slots=True)
-class Deny:
-    """Returned by a ``before_message`` hook to stop a message; ``note`` is told to the user."""
-
-    note: str | None = None
-
-
-BeforeHook = Callable[[IncomingMessage, "ChatService"], Awaitable[IncomingMessage | Deny | None]]
-"""Sees each addressed message and command first: ``None`` goes on, a message replaces it, ``Deny`` stops it."""
-AfterHook = Callable[[IncomingMessage, str], Awaitable[None]]
-"""Runs after a reply to ``message`` was delivered, with the reply's text."""
+__all__ = [
+    "Arg",
+    "ChannelSettings",
+    "ChannelStats",
+    "Command",
+    "IncomingMessage",
+    "Invocation",
+    "MessageContext",
+    "Middleware",
+    "Next",
+    "Plugin",
+    "Router",
+    "Scope",
+]
 
 
 class Replier(Protocol):
@@ -126,9 +75,30 @@ class Replier(Protocol):
         """Deliver a streamed model reply; return its text."""
 
 
+class PluginHost(Protocol):
+    """What the core does for plugins; implemented by the chat service, reached through ``Invocation``."""
+
+    @property
+    def default_system_prompt(self) -> str: ...
+
+    def engine_status(self) -> str: ...
+
+    async def stream_answer(self, key: ConversationKey, prompt: str, requester: str, replier: Replier) -> str: ...
+
+    def stop_reply(self, key: ConversationKey, user: str) -> bool: ...
+
+    async def reset(self, key: ConversationKey) -> None: ...
+
+    def channel_settings(self, platform: str, channel: str) -> ChannelSettings: ...
+
+    async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None: ...
+
+    async def channel_stats(self, platform: str, channel: str) -> ChannelStats: ...
+
+
 @dataclass
 class Invocation:
-    """A command being run, as its handler sees it."""
+    """A command being run, as its handler sees it: the caller, the place, and what it may do there."""
 
     command: Command
     args: dict[str, Any]
@@ -141,10 +111,10 @@ class Invocation:
     is_admin: bool
     settings: Any
     """The plugin's settings model instance, or ``None``."""
-    chat: ChatService
     available: Sequence[Command]
     """The commands this caller may run."""
     replier: Replier
+    host: PluginHost
     prefix: str = ""
     """What the platform puts before command names (``/{prefix}{name}``), for help texts."""
     replied: bool = False
@@ -157,92 +127,77 @@ class Invocation:
     async def stream(self, prompt: str) -> str:
         """Answer ``prompt`` with the model in this conversation, streamed; returns the text."""
         self.replied = True
-        async with self.chat.exchange(self.key, prompt, requester=self.user) as exchange:
-            return await self.replier.stream(exchange)
+        return await self.host.stream_answer(self.key, prompt, self.user, self.replier)
+
+    def stop_reply(self) -> bool:
+        """Stop the reply being written in this conversation (or the caller's, elsewhere in the
+        channel); ``False`` if there was none."""
+        return self.host.stop_reply(self.key, self.user)
+
+    async def reset(self) -> None:
+        """Forget this conversation's history: the next message starts afresh."""
+        await self.host.reset(self.key)
+
+    def channel_settings(self) -> ChannelSettings:
+        """This channel's settings (system prompt, scope)."""
+        return self.host.channel_settings(self.platform, self.channel)
+
+    async def set_channel_settings(self, settings: ChannelSettings) -> None:
+        """Change this channel's settings; they apply from the next reply."""
+        await self.host.set_channel_settings(self.platform, self.channel, settings)
+
+    async def channel_stats(self) -> ChannelStats:
+        """Turns, replies, tokens and generation time in this channel."""
+        return await self.host.channel_stats(self.platform, self.channel)
+
+    @property
+    def default_system_prompt(self) -> str:
+        """The system prompt channels use unless they set their own (``PARLEY_SYSTEM_PROMPT``)."""
+        return self.host.default_system_prompt
+
+    def engine_status(self) -> str:
+        """The engine's health word (``ready`` when it can answer)."""
+        return self.host.engine_status()
 
 
-def _unwrap(annotation: Any) -> tuple[Any, Arg, bool]:
-    """(base type, Arg, optional) of a parameter annotation."""
-    arg = Arg()
-    if typing.get_origin(annotation) is typing.Annotated:
-        base, *extras = typing.get_args(annotation)
-        arg = next((extra for extra in extras if isinstance(extra, Arg)), arg)
-        annotation = base
-    optional = False
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        members = [m for m in typing.get_args(annotation) if m is not type(None)]
-        optional = len(members) < len(typing.get_args(annotation))
-        if len(members) != 1:
-            raise PluginError(f"parameter type {annotation} is not supported (one type, optionally | None)")
-        annotation = members[0]
-    return annotation, arg, optional
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """What a middleware knows besides the message: the app's settings, and how to tell the user."""
+
+    settings: Settings
+    """The app's settings, read-only."""
+    is_admin: bool
+    """The platform says the sender administers the chat, or they are in ``PARLEY_ADMINS``."""
+    is_command: bool
+    """The message is a command (``/name args``) rather than chat."""
+    tell: Callable[[str], Awaitable[None]]
+    """Send the user a short note (ephemeral where the platform can): why a message was stopped."""
 
 
-_KINDS: dict[Any, ParamKind] = {str: "text", int: "integer", float: "number", bool: "boolean"}
+Next = Callable[[IncomingMessage], Awaitable[str | None]]
+"""The rest of the chain: answers the message and returns the reply text (``None``: no reply)."""
+Middleware = Callable[[Next, IncomingMessage, MessageContext], Awaitable[str | None]]
+"""Wraps the handling of a message; see the module docstring."""
 
 
-def _param(name: str, annotation: Any, default: Any) -> Param:
-    base, arg, optional = _unwrap(annotation)
-    choices: tuple[str, ...] = ()
-    if typing.get_origin(base) is Literal:
-        choices = tuple(str(choice) for choice in typing.get_args(base))
-        kind: ParamKind = "choice"
-    elif base in _KINDS:
-        kind = _KINDS[base]
-    else:
-        raise PluginError(f"parameter {name!r} has type {base!r}; use str, int, float, bool or Literal[...]")
-    has_default = default is not inspect.Parameter.empty
-    return Param(
-        name=name,
-        kind=kind,
-        description=arg.description,
-        required=not (optional or has_default),
-        choices=choices,
-        default=default if has_default else None,
-        max_length=arg.max_length if arg.max_length is not None else (DEFAULT_MAX_TEXT if kind == "text" else None),
-        min_value=arg.min,
-        max_value=arg.max,
-    )
+def chain(middlewares: Sequence[Middleware], handler: Next, context: MessageContext) -> Next:
+    """``handler`` wrapped in ``middlewares``, the first one outermost."""
+    wrapped = handler
+    for middleware in reversed(middlewares):
 
+        async def layer(message: IncomingMessage, mw: Middleware = middleware, inner: Next = wrapped) -> str | None:
+            return await mw(inner, message, context)
 
-def command_from(handler: Handler, *, name: str | None, description: str, admin: bool, cooldown: float) -> Command:
-    """Build a command from a handler's signature; raise ``PluginError`` if it cannot be one."""
-    command_name = (name or handler.__name__).lower()
-    if not NAME.match(command_name):
-        raise PluginError(f"command name {command_name!r} must match {NAME.pattern}")
-    if not description or len(description) > 100:
-        raise PluginError(f"/{command_name}: a description of 1 to 100 characters is required")
-    if not inspect.iscoroutinefunction(handler):
-        raise PluginError(f"/{command_name}: the handler must be an async function")
-    try:
-        hints = typing.get_type_hints(handler, include_extras=True)
-    except (NameError, TypeError) as exc:
-        raise PluginError(f"/{command_name}: cannot read parameter types: {exc}") from exc
-    signature = inspect.signature(handler)
-    names = list(signature.parameters)
-    if not names:
-        raise PluginError(f"/{command_name}: the handler's first parameter receives the Invocation")
-    params: list[Param] = []
-    for param_name in names[1:]:
-        parameter = signature.parameters[param_name]
-        if param_name not in hints:
-            raise PluginError(f"/{command_name}: parameter {param_name!r} needs a type annotation")
-        params.append(_param(param_name, hints[param_name], parameter.default))
-    seen_optional = False
-    for param in params:
-        if param.required and seen_optional:
-            raise PluginError(f"/{command_name}: required parameter {param.name!r} follows an optional one")
-        seen_optional = seen_optional or not param.required
-    return Command(command_name, description, tuple(params), handler, admin, float(cooldown))
+        wrapped = layer
+    return wrapped
 
 
 @dataclass
 class Router:
-    """Collects a plugin's commands and message hooks."""
+    """Collects a plugin's commands and middleware."""
 
     commands: list[Command] = field(default_factory=list)
-    before: list[BeforeHook] = field(default_factory=list)
-    after: list[AfterHook] = field(default_factory=list)
+    middlewares: list[Middleware] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     """Declarations that were refused (reported at load time)."""
 
@@ -262,13 +217,10 @@ class Router:
 
         return register
 
-    def before_message(self, hook: BeforeHook) -> BeforeHook:
-        self.before.append(hook)
-        return hook
-
-    def after_reply(self, hook: AfterHook) -> AfterHook:
-        self.after.append(hook)
-        return hook
+    def middleware(self, middleware: Middleware) -> Middleware:
+        """Wrap every addressed message and command in ``middleware``; see the module docstring."""
+        self.middlewares.append(middleware)
+        return middleware
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bot.bundled import bundled_model_path
 from bot.errors import ConfigError
-from engine.bundled import bundled_model_path
 
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant in a community chat. Answer briefly and clearly."
 

@@ -22,8 +22,8 @@ from typing import Any, cast
 import aiosqlite
 
 from bot.conversation import ConversationKey, Scope
+from bot.engine import Role
 from bot.errors import StoreError
-from engine.base import Role
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: first release

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from bot.connector import Connector, SentMessage
 from bot.conversation import Destination
-from bot.errors import ConnectorError, ParleyError, RateLimited
+from bot.errors import ConnectorError, MessageTooLong, ParleyError, RateLimited
 from bot.splitting import cut
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,6 @@ class _Part:
     prefix: str = ""
     shown: str = ""
     final: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StreamResult:
-    """What was delivered: the full reply text and the ids of the messages that carry it."""
-
-    text: str
-    message_ids: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -99,7 +91,7 @@ class ReplyStreamer:
 
     async def run(
         self, chunks: AsyncIterable[str], *, error_note: Callable[[BaseException], str] | None = None
-    ) -> StreamResult:
+    ) -> None:
         """Deliver ``chunks`` as they come; return once the final text is on the platform.
 
         If ``chunks`` raises, the text so far plus ``error_note(exc)`` is delivered, then the
@@ -128,7 +120,6 @@ class ReplyStreamer:
         await self._deliver_final()
         if error is not None:
             raise error
-        return StreamResult(self._progress.text, self.message_ids)
 
     async def abort(self, note: str) -> None:
         """Deliver ``note`` after whatever was shown, when the reply failed outside :meth:`run`."""
@@ -239,6 +230,8 @@ class ReplyStreamer:
                 log.info("%s rate-limited %s for %.2fs", self._connector.name, channel, exc.retry_after)
                 if not final or loop.time() + exc.retry_after > deadline:
                     raise
+            except MessageTooLong:
+                raise  # the same text would be refused again: retrying only delays the error note
             except ConnectorError:
                 failures += 1
                 if not final or failures >= self._final_attempts:

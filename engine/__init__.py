@@ -1,5 +1,4 @@
-"""Language model engines: one base, a local llama.cpp one and an OpenAI-compatible HTTP one."""
+"""Engines that implement :class:`bot.engine.Engine`: local llama.cpp and an OpenAI-compatible HTTP one.
 
-from engine.base import ChatMessage, Engine, GenerationParams, Reply, Usage
-
-__all__ = ["ChatMessage", "Engine", "GenerationParams", "Reply", "Usage"]
+Only the composition root (:mod:`bot.main`) imports them; everything else sees the core's contract.
+"""

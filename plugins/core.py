@@ -5,8 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated, Literal
 
-from bot.conversation import Scope
-from bot.plugin import Arg, Invocation, Plugin, Router
+from bot.plugin import Arg, Invocation, Plugin, Router, Scope
 
 router = Router()
 
@@ -29,18 +28,15 @@ async def ask(inv: Invocation, prompt: Annotated[str, Arg("what to ask", max_len
 
 @router.command(description="Forget this conversation's history")
 async def reset(inv: Invocation) -> str:
-    conversation = await inv.chat.store.conversation(inv.key)
-    await inv.chat.store.reset(conversation)
+    await inv.reset()
     return "Done: I have forgotten this conversation. The next message starts afresh."
 
 
 @router.command(description="Stop the reply being written in this conversation")
 async def stop(inv: Invocation) -> None:
-    running = inv.chat.running_for(inv.key, inv.user)
-    if running is None:
+    if not inv.stop_reply():
         await inv.reply("Nothing is being written in this conversation.", ephemeral=True)
         return
-    running.stop()
     await inv.reply("Stopped.", ephemeral=True)
 
 
@@ -49,14 +45,13 @@ async def system(
     inv: Invocation,
     text: Annotated[str | None, Arg("new prompt, or 'reset' for the default", max_length=SYSTEM_PROMPT_LIMIT)] = None,
 ) -> str:
-    store = inv.chat.store
-    current = store.channel_settings(inv.platform, inv.channel)
+    current = inv.channel_settings()
     if text is None:
         prompt = current.system_prompt
         where = "this channel's" if prompt is not None else "the default"
-        return f"System prompt ({where}):\n{prompt if prompt is not None else inv.chat.settings.system_prompt}"
+        return f"System prompt ({where}):\n{prompt if prompt is not None else inv.default_system_prompt}"
     new = None if text.strip().lower() == "reset" else text.strip()
-    await store.set_channel_settings(inv.platform, inv.channel, dataclasses.replace(current, system_prompt=new))
+    await inv.set_channel_settings(dataclasses.replace(current, system_prompt=new))
     if new is None:
         return "System prompt reset to the default."
     return "System prompt set; it applies from the next reply."
@@ -64,9 +59,8 @@ async def system(
 
 @router.command(description="Share one conversation in this channel, or one per user (admins)", admin=True)
 async def scope(inv: Invocation, mode: Annotated[Literal["shared", "per-user"], Arg("the channel's scope")]) -> str:
-    store = inv.chat.store
-    current = store.channel_settings(inv.platform, inv.channel)
-    await store.set_channel_settings(inv.platform, inv.channel, dataclasses.replace(current, scope=Scope(mode)))
+    current = inv.channel_settings()
+    await inv.set_channel_settings(dataclasses.replace(current, scope=Scope(mode)))
     if mode == "shared":
         return "This channel now shares one conversation (threads and direct messages are unchanged)."
     return "Each user now has their own conversation in this channel."
@@ -74,7 +68,7 @@ async def scope(inv: Invocation, mode: Annotated[Literal["shared", "per-user"], 
 
 @router.command(description="Turns, tokens and speed in this channel")
 async def stats(inv: Invocation) -> str:
-    numbers = await inv.chat.store.channel_stats(inv.platform, inv.channel)
+    numbers = await inv.channel_stats()
     speed = numbers.completion_tokens / numbers.seconds if numbers.seconds else 0.0
     return (
         f"This channel: {numbers.turns} turns, {numbers.replies} replies, "
@@ -84,7 +78,7 @@ async def stats(inv: Invocation) -> str:
 
 @router.command(description="Check that the bot is alive")
 async def ping(inv: Invocation) -> str:
-    return f"pong ({inv.chat.engine.status()}; you are {inv.platform}:{inv.user})"
+    return f"pong ({inv.engine_status()}; you are {inv.platform}:{inv.user})"
 
 
 plugin = Plugin(name="core", description="Parley's built-in commands", version="1.0", router=router)

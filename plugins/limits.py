@@ -10,13 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-from bot.conversation import IncomingMessage
-from bot.plugin import Deny, Plugin, Router
-
-if TYPE_CHECKING:
-    from bot.chat import ChatService
+from bot.plugin import IncomingMessage, MessageContext, Next, Plugin, Router
 
 
 @dataclass(slots=True)
@@ -32,23 +27,33 @@ class Limits:
 
     buckets: dict[str, _Bucket] = field(default_factory=dict)
 
-    async def check(self, message: IncomingMessage, chat: ChatService) -> Deny | None:
-        limits = chat.settings.limits
+    async def __call__(self, handler: Next, message: IncomingMessage, ctx: MessageContext) -> str | None:
+        """Middleware: go on, or stop the message (telling the user once when they are too fast)."""
+        allowed, note = self.check(message, ctx)
+        if not allowed:
+            if note:
+                await ctx.tell(note)
+            return None
+        return await handler(message)
+
+    def check(self, message: IncomingMessage, ctx: MessageContext) -> tuple[bool, str | None]:
+        """Whether ``message`` may go on, and what to tell its sender if not."""
+        limits = ctx.settings.limits
         user = f"{message.platform}:{message.user}"
         channel = f"{message.platform}:{message.channel}"
-        if message.is_admin or user in chat.settings.admins:
-            return None
+        if ctx.is_admin:
+            return True, None
         if user in limits.block_users or channel in limits.block_channels:
-            return Deny()
+            return False, None
         if limits.allow_users and user not in limits.allow_users:
-            return Deny()
+            return False, None
         if limits.allow_channels and channel not in limits.allow_channels and not message.is_direct:
-            return Deny()
+            return False, None
         if limits.messages_per_minute <= 0:
-            return None
+            return True, None
         return self._spend(user, limits.messages_per_minute / 60.0, limits.burst)
 
-    def _spend(self, user: str, rate: float, burst: int) -> Deny | None:
+    def _spend(self, user: str, rate: float, burst: int) -> tuple[bool, str | None]:
         now = asyncio.get_running_loop().time()
         bucket = self.buckets.get(user)
         if bucket is None:
@@ -58,17 +63,17 @@ class Limits:
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             bucket.warned = False
-            return None
+            return True, None
         if bucket.warned:
-            return Deny()
+            return False, None
         bucket.warned = True
         wait = math.ceil((1.0 - bucket.tokens) / rate)
-        return Deny(f"You are sending messages too fast. You can write again in {wait} s.")
+        return False, f"You are sending messages too fast. You can write again in {wait} s."
 
 
 def plugin() -> Plugin:
     """A fresh plugin (and fresh buckets) for each app."""
     limits = Limits()
     router = Router()
-    router.before_message(limits.check)
+    router.middleware(limits)
     return Plugin(name="limits", description="Rate limits, allow and block lists", version="1.0", router=router)

@@ -11,7 +11,7 @@ import pytest
 
 from bot.errors import ConfigError
 from bot.settings import load_settings
-from engine.bundled import bundled_model_path
+from bot.bundled import bundled_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from bot.errors import EngineError
 from bot.pacing import Pacing
 from bot.splitting import open_fence
 from bot.streamer import EMPTY_REPLY, PLACEHOLDER, ReplyStreamer
-from tests.recording import RecordingConnector, scripted
+from tests.support import RecordingConnector, scripted
 
 DEST = Destination(channel="c1")
 

@@ -24,20 +24,16 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from uuid import uuid4
 
 from aiohttp import web
 
-from bot.chat import Exchange
-from bot.commands import CommandRequest
-from bot.conversation import ConversationKey, IncomingMessage
+from bot.app import Parley
+from bot.conversation import CommandRequest, ConversationKey, IncomingMessage
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
-from bot.plugin import Deny
+from bot.exchange import Exchange
 from bot.settings import WebSettings
-
-if TYPE_CHECKING:
-    from bot.app import Parley
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +45,11 @@ USER = web.RequestKey("user", str)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-class ApiError(Exception):
-    """An error answered to an API client as JSON."""
+class ApiError(ParleyError):
+    """An error answered to an API client as JSON: ``{"error": {"type": kind, "message": message}}``."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, user_message=message)
         self.status = status
         self.kind = kind
         self.message = message
@@ -213,6 +209,11 @@ class WebServer:
                 raise
             kind = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status, "http_error")
             return error_response(exc.status, kind, exc.reason)
+        except (asyncio.CancelledError, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return error_response(500, "internal_error", "the server failed to answer; the error was logged")
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -300,24 +301,36 @@ class WebServer:
         message = IncomingMessage(
             PLATFORM, conversation_id, user, "", ask.message, is_direct=True, is_admin=not self._keys
         )
-        verdict = await self.parley.chat.check(message)
-        if isinstance(verdict, Deny):
-            raise ApiError(429, "rate_limited", verdict.note or "too many messages; wait a little")
-        params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
-        exchange_cm = self.parley.chat.exchange(
-            key, verdict.text, params, conversation_id=conversation_id, requester=user
-        )
-        if not ask.stream:
+        notes: list[str] = []
+        response: web.StreamResponse | None = None
+
+        async def tell(note: str) -> None:
+            notes.append(note)
+
+        async def answer(verdict: IncomingMessage) -> str:
+            nonlocal response
+            params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
+            exchange_cm = self.parley.chat.exchange(
+                key, verdict.text, params, conversation_id=conversation_id, requester=user
+            )
+            if ask.stream:
+                response, text = await self._stream(request, conversation_id, exchange_cm)
+                return text
             try:
                 async with exchange_cm as exchange:
                     async for _ in exchange:
                         pass
             except ParleyError as exc:
                 raise ApiError(_status_for(exc), type(exc).__name__, exc.user_message) from exc
-            return web.json_response(
+            response = web.json_response(
                 {"conversation_id": conversation_id, "text": exchange.text, "usage": _usage(exchange)}
             )
-        return await self._stream(request, conversation_id, exchange_cm)
+            return exchange.text
+
+        await self.parley.chat.guard(message, answer, tell, False)
+        if response is None:
+            raise ApiError(429, "rate_limited", notes[0] if notes else "too many messages; wait a little")
+        return response
 
     @staticmethod
     async def _open_stream(request: web.Request) -> web.StreamResponse:
@@ -327,8 +340,11 @@ class WebServer:
         await response.prepare(request)
         return response
 
-    async def _stream(self, request: web.Request, conversation_id: str, exchange_cm: Any) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, conversation_id: str, exchange_cm: Any
+    ) -> tuple[web.StreamResponse, str]:
         response = await self._open_stream(request)
+        text = ""
 
         async def send(event: dict[str, Any]) -> None:
             await write_event(response, event)
@@ -341,13 +357,12 @@ class WebServer:
                 except (ConnectionResetError, asyncio.CancelledError):
                     exchange.stop()  # the client left: stop generating, keep what was said
                     raise
-                await send(
-                    {"conversation_id": conversation_id, "text": exchange.text, "usage": _usage(exchange), "done": True}
-                )
+                text = exchange.text
+                await send({"conversation_id": conversation_id, "text": text, "usage": _usage(exchange), "done": True})
         except ParleyError as exc:
             log.warning("web reply in %s failed: %s", conversation_id, exc)
             error = {"type": type(exc).__name__, "message": exc.user_message}
             await send({"conversation_id": conversation_id, "error": error, "done": True})
         except ConnectionResetError:
             log.info("client left during the reply in %s", conversation_id)
-        return response
+        return response, text

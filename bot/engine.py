@@ -1,4 +1,4 @@
-"""The engine contract.
+"""The engine contract, implemented outside the core by ``engine.local`` and ``engine.openai``.
 
 An engine turns a list of chat messages into a stream of text. ``generate`` returns a
 :class:`Reply` at once; iterating it waits for a generation slot, then yields text deltas.
@@ -116,10 +116,14 @@ class Engine(abc.ABC):
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens the prompt for ``messages`` takes, chat template included."""
 
+    def forget(self, affinity: str) -> None:  # noqa: B027 - optional: only engines with a cache override it
+        """Drop what the engine keeps for conversation ``affinity`` (its cached prompt state): ``/reset``."""
+
     @property
     def model_name(self) -> str:
         """The model's name, for health checks and logs."""
         return self.name
 
+    @abc.abstractmethod
     def status(self) -> str:
-        return "ready"
+        """A short status word for health checks: ``ready`` when it can answer, anything else when not."""

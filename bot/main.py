@@ -1,0 +1,118 @@
+"""The composition root: the one module that builds concrete engines and connectors from settings.
+
+Everything else depends on the core's contracts (:class:`bot.engine.Engine`,
+:class:`bot.connector.Connector`, :class:`bot.connector.WebTransport`); only this module imports
+``engine.*`` and ``connectors.*``, each backend or platform package only when the settings use it
+(``tests/test_architecture.py`` holds this).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+
+from bot.app import Parley
+from bot.command import Command
+from bot.connector import Connector, HttpRoutes
+from bot.engine import Engine
+from bot.errors import ConfigError, ParleyError
+from bot.loader import load_plugins
+from bot.settings import EngineSettings, Settings, load_settings
+from bot.store import Store
+
+log = logging.getLogger("parley")
+
+
+def build_engine(settings: EngineSettings) -> Engine:
+    """The configured engine, not started."""
+    if settings.backend == "openai":
+        from engine.openai import OpenAIEngine
+
+        return OpenAIEngine(settings)
+    from engine.local import LocalEngine
+
+    return LocalEngine(settings)
+
+
+def build_connectors(settings: Settings, routes: HttpRoutes | None) -> list[Connector]:
+    """One connector per platform whose credentials are configured."""
+    found: list[Connector] = []
+    if settings.telegram.token is not None:
+        from connectors.telegram import TelegramConnector
+
+        found.append(TelegramConnector(settings.telegram, admins=settings.admins))
+    if settings.discord.token is not None:
+        from connectors.discord import DiscordConnector
+
+        found.append(DiscordConnector(settings.discord))
+    if settings.slack.bot_token is not None:
+        from connectors.slack import SlackConnector
+
+        found.append(SlackConnector(settings.slack, routes))
+    return found
+
+
+def build_app(settings: Settings, *, engine: Engine | None = None, store: Store | None = None) -> Parley:
+    """The whole bot for ``settings``; tests may pass their own ``engine`` or ``store``."""
+    app = Parley(settings, engine if engine is not None else build_engine(settings.engine), store=store)
+    web = None
+    if settings.web.enabled:
+        from connectors.web import WebServer
+
+        web = WebServer(settings.web, app)
+    app.attach(web=web, connectors=build_connectors(settings, web))
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_app(settings):
+        log.info("Parley is up; press Ctrl+C to stop")
+        await stop.wait()
+        log.info("shutting down: no new messages; letting running replies finish")
+
+
+def run() -> int:
+    """Entry point of ``parley run``: exit code 0 on a clean stop, 2 on bad settings, 1 on failure."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings()
+        logging.getLogger().setLevel(settings.log_level)
+        asyncio.run(serve(settings))
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    except ParleyError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def slack_manifest() -> int:
+    """Print the manifest to paste into Slack (api.slack.com/apps → Create New App → From a manifest)."""
+    from connectors.slack.manifest import build_manifest
+
+    try:
+        settings = load_settings()
+        loaded = load_plugins(settings)
+        for problem in loaded.problems:
+            print(f"parley: plugin skipped: {problem}", file=sys.stderr)
+        found: dict[str, Command] = {}
+        for plugin in loaded.plugins:  # as the core does: the first plugin to declare a name keeps it
+            for command in plugin.router.commands:
+                found.setdefault(command.name, command)
+        manifest = build_manifest(settings.slack, list(found.values()))
+    except ConfigError as exc:
+        print(f"parley: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(manifest, indent=2, ensure_ascii=False))
+    return 0

@@ -1,0 +1,242 @@
+"""Shared test support: a scripted engine, an app builder, a recording connector and waits.
+
+Use the real engine (``real_engine=True`` in :func:`make_app`, or the engine tests) where the
+model's words matter; everywhere else the :class:`ScriptedEngine` answers at once and records
+the prompts it was given, so tests can check what reached the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.app import Parley
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.conversation import Destination
+from bot.engine import ChatMessage, Engine, GenerationParams, Reply
+from bot.errors import ConnectorError, ContextOverflow, EngineError, RateLimited
+from bot.main import build_app
+from bot.pacing import Pacing
+from bot.settings import Settings
+from bot.store import Store
+
+WORD = re.compile(r"\S+\s*")
+
+
+def echo(messages: Sequence[ChatMessage]) -> str:
+    """The scripted engine's default answer: it repeats the last user message."""
+    last = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    return f"You said: {last}"
+
+
+class ScriptedEngine(Engine):
+    """An engine whose words are scripted: ``answer(messages)`` streamed a word at a time.
+
+    Tokens are counted as words plus four per message, so prompt sizes grow and shrink the way a
+    real tokenizer's do. ``delay`` seconds pass between words (for ``/stop`` and shutdown tests);
+    ``fail`` makes the next replies raise it. ``prompts`` records every prompt it was given.
+    """
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        answer: Callable[[Sequence[ChatMessage]], str] = echo,
+        *,
+        delay: float = 0.0,
+        n_ctx: int = 2048,
+    ) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.n_ctx = n_ctx
+        self.prompts: list[list[ChatMessage]] = []
+        self.busy = 0
+        """Replies generating right now."""
+        self.fail: EngineError | None = None
+        self.forgotten: list[str] = []
+        self._state = "stopped"
+
+    @property
+    def context_size(self) -> int:
+        return self.n_ctx
+
+    def status(self) -> str:
+        return self._state
+
+    async def start(self) -> None:
+        self._state = "ready"
+
+    async def stop(self) -> None:
+        self._state = "stopped"
+
+    def forget(self, affinity: str) -> None:
+        self.forgotten.append(affinity)
+
+    @staticmethod
+    def tokens(messages: Sequence[ChatMessage]) -> int:
+        return sum(len(m.content.split()) + 4 for m in messages)
+
+    async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
+        return self.tokens(messages)
+
+    def generate(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, *, affinity: str | None = None
+    ) -> Reply:
+        return Reply(lambda reply: self._stream(reply, list(messages), params))
+
+    async def _stream(self, reply: Reply, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
+        if self.fail is not None:
+            raise self.fail
+        if self.tokens(messages[-1:]) > self.n_ctx - params.max_tokens:
+            raise ContextOverflow(f"prompt does not fit {self.n_ctx - params.max_tokens} tokens")
+        self.prompts.append(messages)
+        reply.usage.prompt_tokens = self.tokens(messages)
+        words = WORD.findall(self.answer(messages))
+        self.busy += 1
+        try:
+            for word in words[: params.max_tokens]:
+                if reply.cancelled:
+                    break
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                    if reply.cancelled:
+                        break
+                reply.usage.completion_tokens += 1
+                yield word
+        finally:
+            self.busy -= 1
+            if reply.cancelled:
+                reply.usage.finish_reason = "cancelled"
+            else:
+                reply.usage.finish_reason = "length" if len(words) > params.max_tokens else "stop"
+
+    def last_prompt_text(self) -> str:
+        """Every message of the latest prompt, one per line (``role: content``)."""
+        return "\n".join(f"{m.role}: {m.content}" for m in self.prompts[-1]) if self.prompts else ""
+
+
+def make_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    real_engine: bool = False,
+    memory_store: bool = False,
+) -> Parley:
+    """The whole app for ``settings`` with a :class:`ScriptedEngine` unless told otherwise.
+
+    The store is the settings' SQLite file (so restarts keep it), or an in-memory SQLite database
+    with ``memory_store=True``.
+    """
+    if engine is None and not real_engine:
+        engine = ScriptedEngine()
+    store = Store(":memory:") if memory_store else None
+    return build_app(settings, engine=engine, store=store)
+
+
+def scripted_engine(app: Parley) -> ScriptedEngine:
+    assert isinstance(app.engine, ScriptedEngine)
+    return app.engine
+
+
+async def wait_until(predicate: Callable[[], object], timeout: float = 30.0, *, what: str = "condition") -> None:
+    """Poll ``predicate`` (every 10 ms) until it is truthy; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def wait_idle(app: Parley, timeout: float = 60.0) -> None:
+    """Wait until every message submitted so far is answered."""
+    await asyncio.wait_for(app.chat.join(), timeout)
+
+
+# A connector that records calls instead of talking to a platform
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    at: float
+    kind: str  # "send" or "edit"
+    message_id: str
+    text: str
+
+
+@dataclass
+class RecordingConnector(Connector):
+    """A stand-in for a chat platform (like the wire-level fakes), not for project code.
+
+    It implements the public ``Connector`` contract and can be told to fail or rate-limit calls.
+    """
+
+    name = "recording"  # type: ignore[misc]
+    limits: ConnectorLimits = field(
+        default_factory=lambda: ConnectorLimits(max_message_length=200, pacing=Pacing(min_interval=0.05))
+    )
+    calls: list[Call] = field(default_factory=list)
+    texts: dict[str, str] = field(default_factory=dict)
+    rate_limits: list[float] = field(default_factory=list)
+    """Each entry makes the next edit fail once with RateLimited(entry)."""
+    failures: int = 0
+    """How many next calls fail with a plain ConnectorError."""
+    rejected: list[Call] = field(default_factory=list)
+    sink: Any = None
+
+    def __post_init__(self) -> None:
+        super().__init__()
+        self._next_id = 0
+
+    async def start(self, sink: InboundSink) -> None:
+        self.sink = sink
+
+    async def stop(self) -> None:
+        pass
+
+    def status(self) -> str:
+        return "running"
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _check(self, call: Call) -> None:
+        if self.failures:
+            self.failures -= 1
+            self.rejected.append(call)
+            raise ConnectorError("injected failure")
+        if len(call.text) > self.limits.max_message_length:
+            self.rejected.append(call)
+            raise ConnectorError(f"message of {len(call.text)} chars is too long")
+
+    async def send(self, destination: Destination, text: str) -> SentMessage:
+        self._next_id += 1
+        call = Call(self._now(), "send", str(self._next_id), text)
+        self._check(call)
+        self.calls.append(call)
+        self.texts[call.message_id] = text
+        return SentMessage(call.message_id, destination)
+
+    async def edit(self, message: SentMessage, text: str) -> None:
+        call = Call(self._now(), "edit", message.id, text)
+        if self.rate_limits:
+            self.rejected.append(call)
+            raise RateLimited(self.rate_limits.pop(0))
+        self._check(call)
+        self.calls.append(call)
+        self.texts[message.id] = text
+
+    def messages(self) -> list[str]:
+        """The final text of each message, in the order they were posted."""
+        return [self.texts[key] for key in sorted(self.texts, key=int)]
+
+
+async def scripted(tokens: Iterable[str], delay: float = 0.0) -> AsyncIterator[str]:
+    """A token stream: yields ``tokens`` with ``delay`` seconds between them."""
+    for token in tokens:
+        if delay:
+            await asyncio.sleep(delay)
+        yield token
