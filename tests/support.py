@@ -32,6 +32,11 @@ def echo(messages: Sequence[ChatMessage]) -> str:
     return f"You said: {last}"
 
 
+def long_story(_messages: Sequence[ChatMessage]) -> str:
+    """An answer longer than any test's ``max_tokens``: for ``/stop``, hang-ups and shutdown."""
+    return " ".join(f"word{i}" for i in range(2000))
+
+
 class ScriptedEngine(Engine):
     """An engine whose words are scripted: ``answer(messages)`` streamed a word at a time.
 
@@ -127,11 +132,11 @@ def make_app(
 ) -> Parley:
     """The whole app for ``settings`` with a :class:`ScriptedEngine` unless told otherwise.
 
-    The store is the settings' SQLite file (so restarts keep it), or an in-memory SQLite database
+    A scripted engine gets the settings' ``n_ctx`` unless given its own. The store is the settings' SQLite file (so restarts keep it), or an in-memory SQLite database
     with ``memory_store=True``.
     """
     if engine is None and not real_engine:
-        engine = ScriptedEngine()
+        engine = ScriptedEngine(n_ctx=settings.engine.n_ctx)
     store = Store(":memory:") if memory_store else None
     return build_app(settings, engine=engine, store=store)
 

@@ -1,14 +1,14 @@
-"""The chat service with the real engine and store, through a recording connector."""
+"""The chat service with a scripted engine and a real SQLite store, through a recording connector."""
 
 from __future__ import annotations
 
 import asyncio
 
-from bot.app import Parley
 from bot.chat import SHUTDOWN_NOTICE
 from bot.conversation import ConversationKey, IncomingMessage
 from bot.store import TurnStatus
 from tests.conftest import MakeSettings
+from tests.support import ScriptedEngine, long_story, make_app, wait_idle
 from tests.test_streamer import roomy
 
 
@@ -18,12 +18,8 @@ def dm(text: str, message_id: str, user: str = "u1") -> IncomingMessage:
     )
 
 
-async def wait_idle(app: Parley) -> None:
-    await asyncio.wait_for(app.chat.join(), 240)
-
-
 async def test_a_second_message_waits_for_the_first_reply_and_sees_it(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False})) as app:
         connector = roomy()
         app.chat.submit(dm("My cat is called Tom.", "m1"), connector)
         app.chat.submit(dm("What is my cat called?", "m2"), connector)
@@ -46,7 +42,7 @@ async def test_a_second_message_waits_for_the_first_reply_and_sees_it(make_setti
 
 
 async def test_unaddressed_messages_are_not_answered(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False})) as app:
         connector = roomy()
         message = IncomingMessage("recording", "group", "u1", "m1", "chatter", addressed=False)
         app.chat.submit(message, connector)
@@ -55,7 +51,7 @@ async def test_unaddressed_messages_are_not_answered(make_settings: MakeSettings
 
 
 async def test_messages_during_shutdown_get_a_notice(make_settings: MakeSettings) -> None:
-    app = Parley(make_settings(web={"enabled": False}))
+    app = make_app(make_settings(web={"enabled": False}), ScriptedEngine(long_story, delay=0.01))
     await app.start()
     connector = roomy()
     app.chat.submit(dm("Tell me a story.", "m1"), connector)

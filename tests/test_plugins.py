@@ -15,13 +15,14 @@ import aiohttp
 import pytest
 
 from bot.app import Parley
-from bot.commands import CommandRequest, parse_args
-from bot.conversation import IncomingMessage
+from bot.commands import parse_args
+from bot.conversation import CommandRequest, IncomingMessage
 from bot.errors import CommandError
 from bot.loader import load_plugins
-from bot.plugin import Arg, Deny, Invocation, Plugin, Router
+from bot.plugin import Arg, Invocation, MessageContext, Next, Plugin, Router
 from bot.settings import load_settings
 from tests.conftest import MakeSettings
+from tests.support import ScriptedEngine, long_story, make_app
 from tests.test_streamer import roomy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -212,7 +213,7 @@ async def test_example_plugin_shows_in_help_and_runs_with_typed_args(
     example_installed: Path, make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PARLEY_PLUGINS__DICE__MAX_DICE", "3")
-    async with Parley(make_settings()) as app, aiohttp.ClientSession() as http:
+    async with make_app(make_settings()) as app, aiohttp.ClientSession() as http:
         client = Client(app, http)
         help_text = (await client.say("/help"))["text"]
         assert "/roll [count] [sides] — Roll dice" in help_text
@@ -230,7 +231,7 @@ async def test_example_plugin_shows_in_help_and_runs_with_typed_args(
 
 async def test_system_is_admin_only_and_applies_to_the_next_reply(make_settings: MakeSettings) -> None:
     settings = make_settings(web={"api_keys": ["admin-key", "user-key"]}, admins=[key_user("admin-key")])
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         user, admin = Client(app, http, "user-key"), Client(app, http, "admin-key")
         mine = await user.say("hello")
         refused = await user.say("/system Talk like a pirate.", mine["conversation_id"])
@@ -252,7 +253,7 @@ async def test_system_is_admin_only_and_applies_to_the_next_reply(make_settings:
 
 
 async def test_reset_makes_the_next_reply_ignore_earlier_turns(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings()) as app, aiohttp.ClientSession() as http:
+    async with make_app(make_settings()) as app, aiohttp.ClientSession() as http:
         client = Client(app, http)
         first = await client.say("My name is Ada.")
         conversation = first["conversation_id"]
@@ -264,7 +265,8 @@ async def test_reset_makes_the_next_reply_ignore_earlier_turns(make_settings: Ma
 
 
 async def test_stop_ends_a_streaming_reply_and_frees_the_engine(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(engine={"max_tokens": 400})) as app, aiohttp.ClientSession() as http:
+    engine = ScriptedEngine(long_story, delay=0.01)
+    async with make_app(make_settings(engine={"max_tokens": 400}), engine) as app, aiohttp.ClientSession() as http:
         assert app.web is not None
         client = Client(app, http)
         response = await http.post(client.url, json={"message": "Write a very long story about a dragon."})
@@ -292,7 +294,7 @@ async def test_stop_ends_a_streaming_reply_and_frees_the_engine(make_settings: M
 
 async def test_a_limited_user_is_told_once(make_settings: MakeSettings) -> None:
     settings = make_settings(web={"enabled": False}, limits={"messages_per_minute": 1, "burst": 1})
-    async with Parley(settings) as app:
+    async with make_app(settings) as app:
         connector = roomy()
         for i in range(4):
             message = IncomingMessage("recording", "dm", "u1", f"m{i}", f"hello {i}", is_direct=True)
@@ -311,7 +313,7 @@ async def test_block_list_and_web_rate_limit(make_settings: MakeSettings) -> Non
         limits={"messages_per_minute": 1, "burst": 1, "block_users": [key_user("blocked")]},
     )
     settings.web.api_keys.append("blocked")
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         blocked = Client(app, http, "blocked")
         assert (await blocked.say("hello"))["status"] == 429
         client = Client(app, http, "k")
@@ -337,7 +339,7 @@ class Collecting:
 
 
 async def test_texts_show_the_platforms_command_prefix(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False})) as app:
         replies = Collecting()
         for name, args in (("ask", ""), ("system", "x"), ("nosuch", ""), ("help", "")):
             request = CommandRequest("slack", "C1", "U1", name, args, prefix="parley-")
@@ -351,7 +353,8 @@ async def test_texts_show_the_platforms_command_prefix(make_settings: MakeSettin
 
 
 async def test_stop_finds_the_callers_reply_in_a_thread_of_the_channel(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(web={"enabled": False}, engine={"max_tokens": 400})) as app:
+    engine = ScriptedEngine(long_story, delay=0.01)
+    async with make_app(make_settings(web={"enabled": False}, engine={"max_tokens": 400}), engine) as app:
         connector = roomy()
         mention = IncomingMessage("recording", "C1", "U1", "m1", "Write a long story.", thread="t1")
         app.chat.submit(mention, connector)
@@ -372,17 +375,20 @@ async def test_message_hooks_can_rewrite_stop_and_observe(make_settings: MakeSet
     router = Router()
     seen: list[tuple[str, str]] = []
 
-    @router.before_message
-    async def rewrite(message: IncomingMessage, chat: Any) -> IncomingMessage | Deny | None:
+    @router.middleware
+    async def rewrite(handler: Next, message: IncomingMessage, ctx: MessageContext) -> str | None:
         if "secret" in message.text:
-            return Deny("I can't talk about that.")
-        return dataclasses.replace(message, text=message.text.replace("kitten", "cat"))
+            await ctx.tell("I can't talk about that.")
+            return None
+        return await handler(dataclasses.replace(message, text=message.text.replace("kitten", "cat")))
 
-    @router.after_reply
-    async def observe(message: IncomingMessage, text: str) -> None:
-        seen.append((message.text, text))
+    @router.middleware
+    async def observe(handler: Next, message: IncomingMessage, ctx: MessageContext) -> str | None:
+        text = await handler(message)
+        seen.append((message.text, text or ""))
+        return text
 
-    async with Parley(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False})) as app:
         app.chat.install([*app.plugins, Plugin("hooks", "test hooks", "1", router)])
         connector = roomy()
         app.chat.submit(IncomingMessage("recording", "dm", "u1", "m1", "tell me a secret", is_direct=True), connector)

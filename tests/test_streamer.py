@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.connector import ConnectorLimits
+from bot.connector import ConnectorLimits, SentMessage
 from bot.conversation import Destination
-from bot.errors import EngineError
+from bot.errors import EngineError, MessageTooLong
 from bot.pacing import Pacing
 from bot.splitting import open_fence
 from bot.streamer import EMPTY_REPLY, PLACEHOLDER, ReplyStreamer
-from tests.support import RecordingConnector, scripted
+from tests.support import Call, RecordingConnector, scripted
 
 DEST = Destination(channel="c1")
 
@@ -35,7 +35,8 @@ def squash(text: str) -> str:
 async def test_placeholder_then_paced_coalesced_edits_and_exact_final_text() -> None:
     connector = roomy()
     tokens = words(60)
-    result = await ReplyStreamer(connector, DEST).run(scripted(tokens, delay=0.005))
+    streamer = ReplyStreamer(connector, DEST)
+    await streamer.run(scripted(tokens, delay=0.005))
 
     assert connector.calls[0].kind == "send"
     assert connector.calls[0].text == PLACEHOLDER
@@ -49,21 +50,21 @@ async def test_placeholder_then_paced_coalesced_edits_and_exact_final_text() -> 
     # No identical consecutive edits of a message.
     assert all(a.text != b.text for a, b in itertools.pairwise(edits))
     assert connector.messages() == ["".join(tokens).rstrip()]
-    assert result.text == "".join(tokens)
-    assert result.message_ids == ("1",)
+    assert streamer.message_ids == ("1",)
 
 
 async def test_rolls_over_before_the_limit_and_keeps_every_word() -> None:
     connector = RecordingConnector()
     tokens = words(150)  # ~1,100 characters with a 200-character limit
-    result = await ReplyStreamer(connector, DEST).run(scripted(tokens))
+    streamer = ReplyStreamer(connector, DEST)
+    await streamer.run(scripted(tokens))
 
     messages = connector.messages()
     assert len(messages) >= 5
     assert all(len(m) <= connector.limits.max_message_length for m in messages)
     assert not connector.rejected
     assert squash(" ".join(messages)) == squash("".join(tokens))
-    assert len(result.message_ids) == len(messages)
+    assert len(streamer.message_ids) == len(messages)
 
 
 async def test_rollover_never_leaves_a_code_block_open() -> None:
@@ -122,6 +123,26 @@ async def test_transient_failure_of_the_final_edit_is_retried() -> None:
     await ReplyStreamer(connector, DEST).run(stream())
     assert len(connector.rejected) == 1
     assert connector.messages() == ["".join(tokens).rstrip()]
+
+
+class RefusesLongEdits(RecordingConnector):
+    """A platform whose own length rule is stricter than the limit it advertised."""
+
+    async def edit(self, message: SentMessage, text: str) -> None:
+        if len(text) > 20:
+            self.rejected.append(Call(self._now(), "edit", message.id, text))
+            raise MessageTooLong(f"{len(text)} characters is too long")
+        await super().edit(message, text)
+
+
+async def test_a_final_edit_refused_for_its_length_is_not_retried() -> None:
+    connector = RefusesLongEdits(limits=ConnectorLimits(max_message_length=4000, pacing=Pacing(min_interval=0.01)))
+    tokens = words(10)
+    with pytest.raises(MessageTooLong):
+        await ReplyStreamer(connector, DEST).run(scripted(tokens))
+    # The final text was tried once, not once per retry with back-off sleeps in between.
+    final = "".join(tokens).rstrip()
+    assert [call.text for call in connector.rejected].count(final) == 1
 
 
 async def test_engine_error_delivers_partial_text_and_note_then_raises() -> None:

@@ -1,4 +1,5 @@
-"""End to end: the app on an ephemeral port, the real model, a real SQLite file, the HTTP API."""
+"""The HTTP API: the app on an ephemeral port with a real SQLite file; the model's words matter only in
+the first test, which runs the real engine end to end."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from bot.app import Parley
 from bot.store import TurnStatus
 from tests.conftest import MakeSettings
+from tests.support import ScriptedEngine, long_story, make_app
 
 
 async def sse(response: aiohttp.ClientResponse) -> list[dict[str, Any]]:
@@ -28,7 +30,7 @@ async def sse(response: aiohttp.ClientResponse) -> list[dict[str, Any]]:
 
 @pytest.fixture
 async def app(make_settings: MakeSettings) -> AsyncIterator[Parley]:
-    async with Parley(make_settings()) as parley:
+    async with make_app(make_settings()) as parley:
         yield parley
 
 
@@ -37,8 +39,8 @@ def url(app: Parley, path: str) -> str:
     return app.web.url + path
 
 
-async def test_streams_a_reply_and_keeps_the_conversation(app: Parley) -> None:
-    async with aiohttp.ClientSession() as http:
+async def test_streams_a_reply_and_keeps_the_conversation(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(), real_engine=True) as app, aiohttp.ClientSession() as http:
         async with http.post(url(app, "/api/chat"), json={"message": "My name is Ada. Say hello."}) as response:
             events = await sse(response)
         deltas = [e["delta"] for e in events if "delta" in e]
@@ -69,10 +71,10 @@ async def test_streams_a_reply_and_keeps_the_conversation(app: Parley) -> None:
 
 async def test_the_conversation_survives_a_restart(make_settings: MakeSettings) -> None:
     settings = make_settings()
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         async with http.post(url(app, "/api/chat"), json={"message": "Remember: blue.", "stream": False}) as response:
             first = await response.json()
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         conversation_id = first["conversation_id"]
         async with http.get(url(app, f"/api/conversations/{conversation_id}")) as response:
             assert response.status == 200
@@ -115,7 +117,7 @@ async def test_bad_requests_get_json_errors_and_store_nothing(app: Parley, body:
 
 async def test_a_prompt_too_long_for_the_context_is_an_error_event(make_settings: MakeSettings) -> None:
     settings = make_settings(engine={"n_ctx": 512, "max_tokens": 32})
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         body = {"message": "lorem ipsum " * 600}
         async with http.post(url(app, "/api/chat"), json=body) as response:
             events = await sse(response)
@@ -129,7 +131,7 @@ async def test_a_prompt_too_long_for_the_context_is_an_error_event(make_settings
 
 async def test_api_keys_are_required_and_scope_conversations(make_settings: MakeSettings) -> None:
     settings = make_settings(web={"api_keys": ["alpha", "beta"]})
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with make_app(settings) as app, aiohttp.ClientSession() as http:
         chat = url(app, "/api/chat")
         body = {"message": "hi", "stream": False}
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic alpha"}):
@@ -149,7 +151,7 @@ async def test_api_keys_are_required_and_scope_conversations(make_settings: Make
 
 
 async def test_health_is_503_until_ready_then_200(make_settings: MakeSettings) -> None:
-    app = Parley(make_settings())
+    app = make_app(make_settings())
     assert app.web is not None
     await app.web.start()
     try:
@@ -157,16 +159,17 @@ async def test_health_is_503_until_ready_then_200(make_settings: MakeSettings) -
             assert response.status == 503
     finally:
         await app.web.stop()
-    async with Parley(make_settings()) as app, aiohttp.ClientSession() as http:
+    async with make_app(make_settings()) as app, aiohttp.ClientSession() as http:
         async with http.get(url(app, "/healthz")) as response:
             assert response.status == 200
             health = await response.json()
-        assert health["model"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+        assert health["model"] == app.engine.model_name
         assert health["components"]["engine"] == "ready"
 
 
 async def test_a_client_that_leaves_stops_the_reply_and_frees_the_engine(make_settings: MakeSettings) -> None:
-    async with Parley(make_settings(engine={"max_tokens": 400})) as app, aiohttp.ClientSession() as http:
+    engine = ScriptedEngine(long_story, delay=0.01)
+    async with make_app(make_settings(engine={"max_tokens": 400}), engine) as app, aiohttp.ClientSession() as http:
         response = await http.post(url(app, "/api/chat"), json={"message": "Write a very long story."})
         chunks = 0
         async for _ in response.content:
@@ -193,7 +196,7 @@ async def test_a_client_that_leaves_stops_the_reply_and_frees_the_engine(make_se
 
 
 async def test_shutdown_lets_a_running_reply_finish(make_settings: MakeSettings) -> None:
-    app = Parley(make_settings(engine={"max_tokens": 64}))
+    app = make_app(make_settings(engine={"max_tokens": 64}), ScriptedEngine(long_story, delay=0.01))
     await app.start()
     async with aiohttp.ClientSession() as http:
         response = await http.post(url(app, "/api/chat"), json={"message": "Tell me about the moon."})
