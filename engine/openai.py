@@ -4,61 +4,248 @@ For deployments that outgrow one machine: the server does the batching (llama-se
 ``--parallel`` slots, vLLM's continuous batching); Parley keeps at most
 ``PARLEY_ENGINE__CONCURRENCY`` requests in flight. Replies stream over SSE from
 ``POST {base_url}/chat/completions``; closing a reply closes the HTTP response, which these servers
-take as a cancellation. Prompt sizes are estimated (UTF-8 bytes / 3, plus a few tokens per message:
-an over-estimate for common tokenizers) to trim the oldest history; the server's own usage figures
-replace the estimates when it reports them.
+take as a cancellation.
+
+Prompt sizes, which decide how much old history is trimmed, come from the server's own tokenizer
+where it has one. ``start()`` probes once, at the server's root (``base_url`` without ``/v1``):
+
+- vLLM: ``POST /tokenize`` with ``{"model", "messages"}`` counts the prompt with the chat template.
+- llama.cpp's server: ``POST /apply-template`` renders the prompt and ``POST /tokenize``
+  ``{"content"}`` counts it.
+- llama-cpp-python's server: ``POST /extras/tokenize/count`` counts each message's text; the
+  template's tokens per message are then learned from the ``usage`` the server reports.
+
+A server with none of these (Ollama, hosted APIs) gets an estimate: UTF-8 bytes over a
+bytes-per-token ratio that starts conservative (3) and is learned from each reply's reported
+``usage.prompt_tokens``.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
+import math
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
+from bot.engine import ChatMessage, Engine, GenerationParams, Reply
 from bot.errors import ContextOverflow, EngineBusy, EngineError
-from engine.base import ChatMessage, Engine, GenerationParams, Reply
+from bot.settings import EngineSettings
 
 log = logging.getLogger(__name__)
 
-BYTES_PER_TOKEN = 3
+CONNECT_TIMEOUT = 10.0
+PROBE_TIMEOUT = 5.0
+START_BYTES_PER_TOKEN = 3.0
+"""An over-estimate of tokens for common tokenizers (English averages about 4 bytes a token)."""
 TOKENS_PER_MESSAGE = 6
+"""Template tokens around one message (role markers, separators) until the server's usage says."""
+PROMPT_TOKENS = 2
+"""Template tokens that open the assistant's reply."""
+MARGIN = 0.9
+"""A learned ratio is used with this margin, so that a text denser than the average still fits."""
+CACHED_TEXTS = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class OpenAIEngineConfig:
-    base_url: str
-    model: str = "default"
-    api_key: str | None = None
-    n_ctx: int = 4096
-    concurrency: int = 4
-    queue_timeout: float = 120.0
-    connect_timeout: float = 10.0
+def server_root(base_url: str) -> str:
+    """Where tokenizer endpoints live: the server's root, not its ``/v1`` API."""
+    url = base_url.rstrip("/")
+    return url.removesuffix("/v1")
 
 
-def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
-    return sum(len(m.content.encode()) // BYTES_PER_TOKEN + TOKENS_PER_MESSAGE for m in messages) + 2
+def utf8_size(messages: Sequence[ChatMessage]) -> int:
+    return sum(len(m.content.encode()) for m in messages)
 
 
-def fit(messages: Sequence[ChatMessage], budget: int) -> tuple[list[ChatMessage], int]:
-    """Drop the oldest non-system messages until the estimate fits ``budget``."""
-    system = [m for m in messages[:1] if m.role == "system"]
-    rest = list(messages[len(system) :])
-    dropped = 0
-    while estimate_tokens(system + rest) > budget:
-        if len(rest) <= 1:
-            raise ContextOverflow(f"prompt of about {estimate_tokens(system + rest)} tokens does not fit {budget}")
-        rest.pop(0)
-        dropped += 1
-        while len(rest) > 1 and rest[0].role != "user":
-            rest.pop(0)
-            dropped += 1
-    return system + rest, dropped
+class Tokenizer(abc.ABC):
+    """A server's tokenizer endpoints, in the shape its family offers."""
+
+    name: str
+    chat_template: bool
+    """``count_chat`` counts the whole prompt as the server builds it, template included."""
+
+    def __init__(self, session: aiohttp.ClientSession, root: str, model: str) -> None:
+        self.session = session
+        self.root = root
+        self.model = model
+
+    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with self.session.post(self.root + path, json=body) as response:
+            if response.status >= 400:
+                raise EngineError(f"{self.root}{path} answered HTTP {response.status}")
+            answer = await response.json(content_type=None)
+        if not isinstance(answer, dict):
+            raise EngineError(f"{self.root}{path} answered {type(answer).__name__}, not an object")
+        return answer
+
+    @abc.abstractmethod
+    async def count_text(self, text: str) -> int:
+        """Tokens of ``text`` alone, without special tokens."""
+
+    async def count_chat(self, messages: Sequence[ChatMessage]) -> int:
+        raise NotImplementedError
+
+    async def probe(self) -> bool:
+        """Whether the server answers this shape; checks ``chat_template`` support too."""
+        return await self.count_text("Hello, world.") > 0
+
+
+def _count(answer: dict[str, Any], field: str) -> int:
+    value = answer.get(field)
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise EngineError(f"the tokenizer's answer has no {field!r}: {str(answer)[:200]}")
+
+
+class VllmTokenizer(Tokenizer):
+    """vLLM: ``POST /tokenize`` with ``{"model", "prompt"}`` or ``{"model", "messages"}`` gives ``count``."""
+
+    name = "vllm /tokenize"
+    chat_template = True
+
+    async def count_text(self, text: str) -> int:
+        body = {"model": self.model, "prompt": text, "add_special_tokens": False}
+        return _count(await self._post("/tokenize", body), "count")
+
+    async def count_chat(self, messages: Sequence[ChatMessage]) -> int:
+        body = {
+            "model": self.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "add_generation_prompt": True,
+        }
+        return _count(await self._post("/tokenize", body), "count")
+
+
+class LlamaCppTokenizer(Tokenizer):
+    """llama.cpp's server: ``POST /tokenize`` ``{"content"}`` gives ``tokens``; ``/apply-template`` renders."""
+
+    name = "llama.cpp /tokenize"
+    chat_template = False
+
+    async def count_text(self, text: str) -> int:
+        return _count(await self._post("/tokenize", {"content": text}), "tokens")
+
+    async def count_chat(self, messages: Sequence[ChatMessage]) -> int:
+        body = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+        prompt = (await self._post("/apply-template", body)).get("prompt")
+        if not isinstance(prompt, str):
+            raise EngineError("/apply-template answered no prompt")
+        # As the server reads a chat prompt: its BOS added, special-token text parsed.
+        answer = await self._post("/tokenize", {"content": prompt, "add_special": True, "parse_special": True})
+        return _count(answer, "tokens")
+
+    async def probe(self) -> bool:
+        if not await super().probe():
+            return False
+        try:
+            self.chat_template = await self.count_chat([ChatMessage("user", "Hello")]) > 0
+        except (aiohttp.ClientError, TimeoutError, EngineError, ValueError):
+            self.chat_template = False  # an older server: it tokenizes text, the template is learned
+        if self.chat_template:
+            self.name = "llama.cpp /apply-template + /tokenize"
+        return True
+
+
+class LlamaCppPythonTokenizer(Tokenizer):
+    """llama-cpp-python's server: ``POST /extras/tokenize/count`` ``{"input"}`` gives ``count``."""
+
+    name = "llama-cpp-python /extras/tokenize/count"
+    chat_template = False
+
+    async def count_text(self, text: str) -> int:
+        return _count(await self._post("/extras/tokenize/count", {"input": text}), "count")
+
+
+TOKENIZERS: tuple[type[Tokenizer], ...] = (VllmTokenizer, LlamaCppTokenizer, LlamaCppPythonTokenizer)
+"""Probed in this order. vLLM's first: llama.cpp answers its body with an empty ``tokens`` list."""
+
+
+class TokenCounter:
+    """Counts prompts for one server: with its tokenizer where it has one, else by a learned ratio.
+
+    ``learn`` takes the prompt tokens the server reported for a prompt it was sent; it refines the
+    template tokens per message (text-only tokenizers) or the bytes-per-token ratio (none).
+    """
+
+    def __init__(self, tokenizer: Tokenizer | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.bytes_per_token = START_BYTES_PER_TOKEN
+        self.per_message = TOKENS_PER_MESSAGE
+        self._seen_bytes = 0
+        self._seen_tokens = 0
+        self._learned_per_message = False
+        self._texts: OrderedDict[str, int] = OrderedDict()
+
+    @property
+    def method(self) -> str:
+        if self.tokenizer is None:
+            return f"estimate ({self.bytes_per_token:.2f} bytes per token)"
+        return self.tokenizer.name
+
+    async def count(self, messages: Sequence[ChatMessage]) -> int:
+        tokenizer = self.tokenizer
+        if tokenizer is not None and tokenizer.chat_template:
+            try:
+                return await tokenizer.count_chat(messages)
+            except (aiohttp.ClientError, TimeoutError, EngineError, ValueError) as exc:
+                log.warning("counting with %s failed (%s); estimating instead", tokenizer.name, exc)
+                return self.estimate(messages)
+        return sum([await self.message(m) for m in messages]) + PROMPT_TOKENS
+
+    async def message(self, message: ChatMessage) -> int:
+        """One message's share of a prompt: its text plus its template tokens."""
+        return await self.text(message.content) + self.per_message
+
+    async def text(self, text: str) -> int:
+        """Tokens of a message's text alone (remembered: a history is counted again every turn)."""
+        if self.tokenizer is None:
+            return math.ceil(len(text.encode()) / self.bytes_per_token)
+        known = self._texts.get(text)
+        if known is not None:
+            self._texts.move_to_end(text)
+            return known
+        try:
+            tokens = await self.tokenizer.count_text(text)
+        except (aiohttp.ClientError, TimeoutError, EngineError, ValueError) as exc:
+            log.warning("counting with %s failed (%s); estimating instead", self.tokenizer.name, exc)
+            return math.ceil(len(text.encode()) / START_BYTES_PER_TOKEN)
+        self._texts[text] = tokens
+        if len(self._texts) > CACHED_TEXTS:
+            self._texts.popitem(last=False)
+        return tokens
+
+    def estimate(self, messages: Sequence[ChatMessage]) -> int:
+        """Without the server: bytes over the learned ratio, plus the template tokens."""
+        text = sum(math.ceil(len(m.content.encode()) / self.bytes_per_token) for m in messages)
+        return text + self.per_message * len(messages) + PROMPT_TOKENS
+
+    async def learn(self, messages: Sequence[ChatMessage], prompt_tokens: int) -> None:
+        tokenizer = self.tokenizer
+        if tokenizer is not None and tokenizer.chat_template:
+            return  # already exact
+        if tokenizer is not None:
+            text = sum([await self.text(m.content) for m in messages])
+            per_message = max(1, math.ceil((prompt_tokens - PROMPT_TOKENS - text) / len(messages)))
+            # The first report replaces the guess; later ones only raise it (a longer system
+            # header, say), so that a count never falls below one the server has shown.
+            known = self.per_message if self._learned_per_message else 0
+            self.per_message = max(known, per_message)
+            self._learned_per_message = True
+            return
+        content = prompt_tokens - PROMPT_TOKENS - TOKENS_PER_MESSAGE * len(messages)
+        if content <= 0:
+            return
+        self._seen_bytes += utf8_size(messages)
+        self._seen_tokens += content
+        self.bytes_per_token = max(1.0, MARGIN * self._seen_bytes / self._seen_tokens)
 
 
 class OpenAIEngine(Engine):
@@ -66,29 +253,31 @@ class OpenAIEngine(Engine):
 
     name = "openai"
 
-    def __init__(self, config: OpenAIEngineConfig) -> None:
-        self.config = config
-        self._semaphore = asyncio.Semaphore(config.concurrency)
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._semaphore = asyncio.Semaphore(settings.concurrency)
         self._session: aiohttp.ClientSession | None = None
         self._state = "stopped"
+        self.counter = TokenCounter()
 
     @property
     def context_size(self) -> int:
-        return self.config.n_ctx
+        return self.settings.n_ctx
 
     @property
     def model_name(self) -> str:
-        return self.config.model
+        return self.settings.model
 
     def status(self) -> str:
         return self._state
 
     def _url(self, path: str) -> str:
-        return self.config.base_url.rstrip("/") + path
+        return self.settings.base_url.rstrip("/") + path
 
     async def start(self) -> None:
-        headers = {"Authorization": f"Bearer {self.config.api_key}"} if self.config.api_key else {}
-        timeout = aiohttp.ClientTimeout(total=None, connect=self.config.connect_timeout, sock_read=300)
+        key = self.settings.api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
+        timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=300)
         self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
         try:
             async with self._session.get(self._url("/models")) as response:
@@ -97,12 +286,27 @@ class OpenAIEngine(Engine):
         except (aiohttp.ClientError, TimeoutError) as exc:
             await self.stop()
             raise EngineError(
-                f"cannot reach the model server at {self.config.base_url} (PARLEY_ENGINE__BASE_URL): {exc}"
+                f"cannot reach the model server at {self.settings.base_url} (PARLEY_ENGINE__BASE_URL): {exc}"
             ) from exc
         except EngineError:
             await self.stop()
             raise
+        self.counter = TokenCounter(await self._find_tokenizer(self._session))
+        log.info("counting prompt tokens with %s", self.counter.method)
         self._state = "ready"
+
+    async def _find_tokenizer(self, session: aiohttp.ClientSession) -> Tokenizer | None:
+        root = server_root(self.settings.base_url)
+        for kind in TOKENIZERS:
+            tokenizer = kind(session, root, self.settings.model)
+            try:
+                async with asyncio.timeout(PROBE_TIMEOUT):
+                    found = await tokenizer.probe()
+                if found:
+                    return tokenizer
+            except (aiohttp.ClientError, TimeoutError, EngineError, ValueError) as exc:
+                log.debug("no %s at %s: %s", kind.name, root, exc)
+        return None
 
     async def stop(self) -> None:
         self._state = "stopped"
@@ -111,7 +315,45 @@ class OpenAIEngine(Engine):
             await session.close()
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        return estimate_tokens(messages)
+        return await self.counter.count(messages)
+
+    async def fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int, int]:
+        """The prompt that leaves room for ``max_tokens``: messages kept, messages dropped, its tokens.
+
+        The oldest history goes first, never the system prompt, and a kept history starts at a user
+        message. Per-message text counts (cached) pick the cut; the kept prompt is then counted
+        whole, and the rare miss drops one more message.
+        """
+        budget = self.settings.n_ctx - max_tokens
+        system = [m for m in messages[:1] if m.role == "system"]
+        rest = list(messages[len(system) :])
+        tokens = await self.counter.count(system + rest)
+        if tokens <= budget:
+            return system + rest, 0, tokens
+        used: float = await self.counter.count(system)
+        texts = [await self.counter.text(m.content) for m in rest]
+        # The template's share of each message, as this prompt's own count shows it.
+        per_message = max(0.0, (tokens - used - sum(texts)) / max(1, len(rest)))
+        keep = 0
+        for text in reversed(texts):
+            cost = text + per_message
+            if used + cost > budget and keep > 0:
+                break
+            used += cost
+            keep += 1
+        start = len(rest) - keep
+        while True:
+            while start < len(rest) - 1 and rest[start].role != "user":
+                start += 1
+            tokens = await self.counter.count(system + rest[start:])
+            if tokens <= budget:
+                return system + rest[start:], start, tokens
+            if start >= len(rest) - 1:
+                raise ContextOverflow(
+                    f"prompt of {tokens} tokens ({self.counter.method}) does not fit {budget} "
+                    f"(n_ctx {self.settings.n_ctx} - max_tokens {max_tokens})"
+                )
+            start += 1
 
     def generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams, *, affinity: str | None = None
@@ -121,10 +363,9 @@ class OpenAIEngine(Engine):
     async def _stream(self, reply: Reply, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
         if self._session is None:
             raise EngineError("the engine is not started")
-        prompt, reply.usage.dropped_messages = fit(messages, self.config.n_ctx - params.max_tokens)
-        reply.usage.prompt_tokens = estimate_tokens(prompt)
+        prompt, reply.usage.dropped_messages, reply.usage.prompt_tokens = await self.fit(messages, params.max_tokens)
         body: dict[str, Any] = {
-            "model": self.config.model,
+            "model": self.settings.model,
             "messages": [{"role": m.role, "content": m.content} for m in prompt],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
@@ -135,9 +376,9 @@ class OpenAIEngine(Engine):
         if params.seed is not None:
             body["seed"] = params.seed
         try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.config.queue_timeout)
+            await asyncio.wait_for(self._semaphore.acquire(), self.settings.queue_timeout)
         except TimeoutError:
-            raise EngineBusy(f"no request slot free within {self.config.queue_timeout:.0f}s") from None
+            raise EngineBusy(f"no request slot free within {self.settings.queue_timeout:.0f}s") from None
         try:
             if reply.cancelled:
                 reply.usage.finish_reason = "cancelled"
@@ -158,7 +399,10 @@ class OpenAIEngine(Engine):
                             chunks += 1  # one token per chunk, for servers that report no usage
                             yield text
                         reply.usage.finish_reason = choice.get("finish_reason") or reply.usage.finish_reason
-                reply.usage.prompt_tokens = reported.get("prompt_tokens", reply.usage.prompt_tokens)
+                prompt_tokens = reported.get("prompt_tokens")
+                if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+                    reply.usage.prompt_tokens = prompt_tokens
+                    await self.counter.learn(prompt, prompt_tokens)
                 reply.usage.completion_tokens = reported.get("completion_tokens", chunks)
                 reply.usage.seconds = time.perf_counter() - started
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,21 +1,35 @@
-"""The OpenAI-compatible engine against a real server: llama-cpp-python's, on the bundled model."""
+"""The OpenAI-compatible engine: against llama-cpp-python's own server on the bundled model, and
+against a wire-level fake that speaks llama.cpp's, vLLM's or no tokenizer dialect and records
+every request, for how prompts are counted and trimmed."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
-from bot.app import Parley
+from bot.bundled import bundled_model_path
+from bot.engine import ChatMessage, GenerationParams
 from bot.errors import ContextOverflow, EngineError
-from engine.base import ChatMessage, GenerationParams
-from engine.bundled import bundled_model_path
-from engine.openai import OpenAIEngine, OpenAIEngineConfig
+from bot.main import build_app
+from bot.settings import EngineSettings
+from engine.openai import (
+    START_BYTES_PER_TOKEN,
+    LlamaCppPythonTokenizer,
+    LlamaCppTokenizer,
+    OpenAIEngine,
+    VllmTokenizer,
+)
 from tests.conftest import MakeSettings
 
 GREEDY = GenerationParams(max_tokens=24, temperature=0.0, seed=42)
@@ -26,6 +40,13 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def openai_settings(base_url: str, **fields: Any) -> EngineSettings:
+    return EngineSettings(backend="openai", base_url=base_url, **fields)
+
+
+# llama-cpp-python's server on the bundled model
 
 
 @pytest.fixture(scope="module")
@@ -62,19 +83,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 async def engine(server: str) -> AsyncIterator[OpenAIEngine]:
-    engine = OpenAIEngine(OpenAIEngineConfig(base_url=server, n_ctx=1024, concurrency=1))
+    engine = OpenAIEngine(openai_settings(server, n_ctx=1024, concurrency=1))
     await engine.start()
     yield engine
     await engine.stop()
 
 
 async def test_streams_a_reply(engine: OpenAIEngine) -> None:
+    assert engine.status() == "ready"
     reply = engine.generate(HELLO, GREEDY)
     pieces = [piece async for piece in reply]
     assert len(pieces) > 3
     assert "".join(pieces).strip()
     assert 0 < reply.usage.completion_tokens <= GREEDY.max_tokens
     assert reply.usage.finish_reason in {"stop", "length"}
+
+
+async def test_counts_with_the_servers_tokenizer(engine: OpenAIEngine) -> None:
+    assert isinstance(engine.counter.tokenizer, LlamaCppPythonTokenizer)
+    short = await engine.count_tokens(HELLO)
+    longer = await engine.count_tokens([*HELLO, ChatMessage("user", "word " * 100)])
+    assert 0 < short < 40
+    assert 100 <= longer - short <= 120  # "word " is one token of this tokenizer, plus the template
 
 
 async def test_cancel_ends_the_stream_and_frees_the_slot(engine: OpenAIEngine) -> None:
@@ -95,14 +125,15 @@ async def test_a_prompt_that_cannot_fit_is_a_clear_error(engine: OpenAIEngine) -
 
 
 async def test_an_unreachable_server_names_the_setting() -> None:
-    engine = OpenAIEngine(OpenAIEngineConfig(base_url=f"http://127.0.0.1:{free_port()}/v1", connect_timeout=2))
+    engine = OpenAIEngine(openai_settings(f"http://127.0.0.1:{free_port()}/v1"))
     with pytest.raises(EngineError, match="PARLEY_ENGINE__BASE_URL"):
         await engine.start()
+    assert engine.status() == "stopped"
 
 
 async def test_the_app_answers_through_the_server(server: str, make_settings: MakeSettings) -> None:
     settings = make_settings(engine={"backend": "openai", "base_url": server, "n_ctx": 1024})
-    async with Parley(settings) as app, aiohttp.ClientSession() as http:
+    async with build_app(settings) as app, aiohttp.ClientSession() as http:
         assert app.web is not None
         body = {"message": "Say hi.", "stream": False}
         async with http.post(app.web.url + "/api/chat", json=body) as response:
@@ -110,3 +141,232 @@ async def test_the_app_answers_through_the_server(server: str, make_settings: Ma
             answer = await response.json()
         assert answer["text"].strip()
         assert answer["usage"]["completion_tokens"] > 0
+
+
+# a wire-level fake: one token per word or template marker, ChatML-like template
+
+TOKEN = re.compile(r"<\|[a-z_]+\|>|[^\s<]+")
+
+
+def tokens(text: str) -> int:
+    return len(TOKEN.findall(text))
+
+
+def render(messages: list[dict[str, str]]) -> str:
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
+@dataclass
+class FakeServer:
+    """An OpenAI-compatible server whose tokenizer endpoints follow ``dialect``.
+
+    ``llama.cpp``: ``/tokenize`` and ``/apply-template``; ``llama.cpp-old``: ``/tokenize`` only;
+    ``vllm``: ``/tokenize`` with ``prompt`` or ``messages``; ``none``: neither. Every request is
+    recorded as (path, body). Chat completions stream two words and report usage.
+    """
+
+    dialect: str
+    requests: list[tuple[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._record])
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        if self.dialect in {"llama.cpp", "llama.cpp-old"}:
+            app.router.add_post("/tokenize", self._llama_tokenize)
+        if self.dialect == "llama.cpp":
+            app.router.add_post("/apply-template", self._apply_template)
+        if self.dialect == "vllm":
+            app.router.add_post("/tokenize", self._vllm_tokenize)
+        return app
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    def chats(self) -> list[list[dict[str, str]]]:
+        return [body["messages"] for path, body in self.requests if path == "/v1/chat/completions"]
+
+    @web.middleware
+    async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else None
+        self.requests.append((request.path, body))
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _models(self, _request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _llama_tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if "content" not in body:
+            return web.json_response({"tokens": []})  # as llama.cpp answers a body without content
+        count = tokens(body["content"]) + (1 if body.get("add_special") else 0)
+        return web.json_response({"tokens": list(range(count))})
+
+    async def _apply_template(self, request: web.Request) -> web.Response:
+        return web.json_response({"prompt": render((await request.json())["messages"])})
+
+    async def _vllm_tokenize(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if "messages" in body:
+            count = tokens(render(body["messages"]))
+        elif "prompt" in body:
+            count = tokens(body["prompt"])
+        else:
+            return web.json_response({"error": "prompt or messages"}, status=400)
+        return web.json_response({"count": count, "max_model_len": 4096, "tokens": list(range(count))})
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        async def send(event: dict[str, Any]) -> None:
+            await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+
+        await send({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
+        await send({"choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]})
+        usage = {"prompt_tokens": tokens(render(body["messages"])), "completion_tokens": 2}
+        await send({"choices": [], "usage": usage})
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+
+@pytest.fixture
+async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeServer]:
+    server = FakeServer(request.param)
+    runner = web.AppRunner(server.app())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    server.url = f"http://127.0.0.1:{port}/v1"
+    yield server
+    await runner.cleanup()
+
+
+async def started(fake: FakeServer, **fields: Any) -> OpenAIEngine:
+    engine = OpenAIEngine(openai_settings(fake.url, model="fake", **fields))
+    await engine.start()
+    return engine
+
+
+def conversation(turns: int, words: int = 10) -> list[ChatMessage]:
+    messages = [ChatMessage("system", "You are a fake assistant.")]
+    for turn in range(turns):
+        messages.append(ChatMessage("user", f"question {turn} " + "word " * words))
+        messages.append(ChatMessage("assistant", f"answer {turn} " + "word " * words))
+    messages.append(ChatMessage("user", "the last question"))
+    return messages
+
+
+def true_count(messages: list[ChatMessage]) -> int:
+    return tokens(render([{"role": m.role, "content": m.content} for m in messages]))
+
+
+@pytest.mark.parametrize("fake", ["llama.cpp"], indirect=True)
+async def test_llama_cpp_counts_with_apply_template_and_tokenize_at_the_root(fake: FakeServer) -> None:
+    engine = await started(fake)
+    try:
+        assert isinstance(engine.counter.tokenizer, LlamaCppTokenizer)
+        assert engine.counter.tokenizer.chat_template
+        fake.requests.clear()
+        messages = conversation(3)
+        assert await engine.count_tokens(messages) == true_count(messages) + 1  # the server's BOS
+        assert fake.paths() == ["/apply-template", "/tokenize"]
+        assert fake.requests[1][1]["content"] == render([{"role": m.role, "content": m.content} for m in messages])
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["vllm"], indirect=True)
+async def test_vllm_counts_the_messages_with_its_tokenize(fake: FakeServer) -> None:
+    engine = await started(fake)
+    try:
+        assert isinstance(engine.counter.tokenizer, VllmTokenizer)
+        fake.requests.clear()
+        messages = conversation(2)
+        assert await engine.count_tokens(messages) == true_count(messages)
+        [(path, body)] = fake.requests
+        assert path == "/tokenize"
+        assert body["model"] == "fake"
+        assert body["add_generation_prompt"] is True
+        assert [m["content"] for m in body["messages"]] == [m.content for m in messages]
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["llama.cpp-old"], indirect=True)
+async def test_a_text_only_tokenizer_learns_the_template_from_usage(fake: FakeServer) -> None:
+    engine = await started(fake)
+    try:
+        assert isinstance(engine.counter.tokenizer, LlamaCppTokenizer)
+        assert not engine.counter.tokenizer.chat_template
+        messages = conversation(2)
+        assert await engine.count_tokens(messages) > true_count(messages)  # six a message: a guess above
+        await engine.generate(messages, GREEDY).text()
+        assert await engine.count_tokens(messages) == true_count(messages)
+        assert await engine.count_tokens(conversation(5)) == true_count(conversation(5))
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["none"], indirect=True)
+async def test_without_a_tokenizer_the_ratio_is_learned_from_usage(fake: FakeServer) -> None:
+    engine = await started(fake)
+    try:
+        assert engine.counter.tokenizer is None
+        assert engine.counter.bytes_per_token == START_BYTES_PER_TOKEN
+        probed = len(fake.requests)
+        messages = conversation(4)
+        before = await engine.count_tokens(messages)
+        assert before > true_count(messages)  # the starting estimate errs on the safe side
+        reply = engine.generate(messages, GREEDY)
+        assert await reply.text() == "Hi there"
+        assert reply.usage.prompt_tokens == true_count(messages)  # the server's figure wins
+        after = await engine.count_tokens(messages)
+        assert engine.counter.bytes_per_token != START_BYTES_PER_TOKEN
+        assert true_count(messages) <= after < before  # closer, and still not below the truth
+        assert set(fake.paths()[probed:]) == {"/v1/chat/completions"}  # probed once at start, never again
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["llama.cpp", "vllm", "none"], indirect=True)
+async def test_trimming_drops_the_oldest_turns_by_the_counts(fake: FakeServer) -> None:
+    max_tokens = 16
+    engine = await started(fake, n_ctx=256, max_tokens=max_tokens)
+    budget = 256 - max_tokens
+    try:
+        messages = conversation(12)
+        assert true_count(messages) > budget
+        reply = engine.generate(messages, GenerationParams(max_tokens=max_tokens))
+        await reply.text()
+        [sent] = fake.chats()
+        assert sent[0] == {"role": "system", "content": messages[0].content}
+        assert sent[1]["role"] == "user"
+        assert sent[-1]["content"] == "the last question"
+        bos = 1 if fake.dialect == "llama.cpp" else 0
+        kept = [ChatMessage(m["role"], m["content"]) for m in sent]
+        assert true_count(kept) + bos <= budget
+        dropped = len(messages) - len(sent)
+        assert reply.usage.dropped_messages == dropped
+        if fake.dialect != "none":  # exact counts drop no more than they must: one more turn would not fit
+            one_more = [messages[0], *messages[1 + dropped - 2 :]]
+            assert one_more[1].role == "user"
+            assert true_count(one_more) + bos > budget
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["llama.cpp"], indirect=True)
+async def test_a_newest_message_too_long_for_the_context_is_refused_before_sending(fake: FakeServer) -> None:
+    engine = await started(fake, n_ctx=256, max_tokens=16)
+    try:
+        with pytest.raises(ContextOverflow):
+            await engine.generate([*conversation(1), ChatMessage("user", "word " * 300)], GREEDY).text()
+        assert fake.chats() == []
+    finally:
+        await engine.stop()
