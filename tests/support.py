@@ -132,8 +132,9 @@ def make_app(
 ) -> Parley:
     """The whole app for ``settings`` with a :class:`ScriptedEngine` unless told otherwise.
 
-    A scripted engine gets the settings' ``n_ctx`` unless given its own. The store is the settings' SQLite file (so restarts keep it), or an in-memory SQLite database
-    with ``memory_store=True``.
+    A scripted engine gets the settings' ``n_ctx`` unless given its own. The store is the
+    settings' SQLite file (so restarts keep it), or an in-memory SQLite database with
+    ``memory_store=True``.
     """
     if engine is None and not real_engine:
         engine = ScriptedEngine(n_ctx=settings.engine.n_ctx)

@@ -19,7 +19,7 @@ def dm(text: str, message_id: str, user: str = "u1") -> IncomingMessage:
 
 
 async def test_a_second_message_waits_for_the_first_reply_and_sees_it(make_settings: MakeSettings) -> None:
-    async with make_app(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False}), memory_store=True) as app:
         connector = roomy()
         app.chat.submit(dm("My cat is called Tom.", "m1"), connector)
         app.chat.submit(dm("What is my cat called?", "m2"), connector)
@@ -42,7 +42,7 @@ async def test_a_second_message_waits_for_the_first_reply_and_sees_it(make_setti
 
 
 async def test_unaddressed_messages_are_not_answered(make_settings: MakeSettings) -> None:
-    async with make_app(make_settings(web={"enabled": False})) as app:
+    async with make_app(make_settings(web={"enabled": False}), memory_store=True) as app:
         connector = roomy()
         message = IncomingMessage("recording", "group", "u1", "m1", "chatter", addressed=False)
         app.chat.submit(message, connector)
