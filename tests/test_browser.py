@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from bot.app import Parley
 from tests.conftest import MakeSettings
+from tests.support import ScriptedEngine, long_story, make_app
 
 CHROMIUM = shutil.which("chromium")
 # `make test` installs Chromium; outside CI a machine without it skips rather than fails.
@@ -43,7 +43,7 @@ async def send(page: Page, text: str) -> None:
 
 async def test_chat_page_streams_keeps_history_and_shows_errors(make_settings: MakeSettings, browser: Browser) -> None:
     settings = make_settings(engine={"max_tokens": 40}, web={"max_message_chars": 200})
-    async with Parley(settings) as app:
+    async with make_app(settings, ScriptedEngine(long_story, delay=0.02)) as app:
         assert app.web is not None
         page = await browser.new_page()
         await page.goto(app.web.url + "/")
