@@ -11,13 +11,17 @@ platform's ``retry_after`` and the core waits.
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from bot.command import Command
 from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage
 from bot.pacing import Pacer, Pacing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +64,9 @@ class InboundSink(Protocol):
 class Connector(abc.ABC):
     """Base class of platform connectors.
 
-    Lifecycle: ``start(sink)`` connects and begins delivering messages; ``stop()`` disconnects and
-    is safe to call after a failed or partial start. ``send``/``edit`` take Markdown text that fits
+    Lifecycle: ``start(sink)`` connects and begins delivering messages; a start that fails stops
+    what it started (wrap its body in :func:`stop_on_failure`). ``stop()`` disconnects and is safe
+    to call after a failed or partial start. ``send``/``edit`` take Markdown text that fits
     :attr:`limits` and render it as the platform needs.
     """
 
@@ -108,6 +113,24 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def status(self) -> str:
         """A short status word for health checks: ``running`` when healthy, anything else when not."""
+
+
+@contextlib.asynccontextmanager
+async def stop_on_failure(connector: Connector) -> AsyncIterator[None]:
+    """Wrap the body of a connector's ``start``: if it fails or is cancelled half-way,
+    ``connector.stop()`` undoes what it already started, and the error propagates.
+
+    The core stops only connectors whose start returned, so a half-made client is the connector's
+    to close. An error from ``stop`` itself is logged and does not hide the start's error.
+    """
+    try:
+        yield
+    except BaseException:
+        try:
+            await connector.stop()
+        except Exception:
+            log.warning("%s: cleaning up after a failed start failed too", connector.name, exc_info=True)
+        raise
 
 
 RouteHandler = Callable[[Any], Awaitable[Any]]

@@ -1,7 +1,7 @@
 """Slash commands on Discord: the core's commands as application commands, interactions as requests.
 
 Why raw JSON instead of discord.py's ``app_commands.CommandTree``: the core's commands are data
-(:class:`bot.plugin.Command`), known only at run time, while a tree command is defined by a Python
+(:class:`bot.command.Command`), known only at run time, while a tree command is defined by a Python
 callback's signature, so we would have to synthesise signatures; and the tree checks and converts
 options itself, answering a bad value with its own error instead of the core's usage text. Here the
 registration is a JSON list (``PUT /applications/{app}/commands``), an invocation's typed option
@@ -21,7 +21,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.plugin import Command, Param
+from bot.command import Command, Param
+from bot.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +33,15 @@ MAX_STRING_LENGTH = 6000
 MAX_CHOICES = 25
 MAX_OPTIONS = 25
 MAX_INTEGER = 2**53
+MAX_DESCRIPTION = 100
 OPTION_NAME = re.compile(r"^[-_\w]{1,32}$")
-
-
-def _description(text: str, fallback: str) -> str:
-    text = " ".join(text.split()) or fallback
-    return text if len(text) <= 100 else text[:99] + "…"
 
 
 def _option(param: Param) -> dict[str, Any]:
     option: dict[str, Any] = {
         "type": OPTION_TYPES[param.kind],
         "name": param.name.lower(),
-        "description": _description(param.description, param.name),
+        "description": one_line(param.description, MAX_DESCRIPTION, param.name),
         "required": param.required,
     }
     if param.kind == "text" and param.max_length is not None:
@@ -74,7 +71,7 @@ def application_command(command: Command) -> dict[str, Any] | None:
     return {
         "type": CHAT_INPUT,
         "name": command.name,
-        "description": _description(command.description, command.name),
+        "description": one_line(command.description, MAX_DESCRIPTION, command.name),
         "options": [_option(param) for param in command.params],
     }
 

@@ -3,8 +3,11 @@
 Lifecycle: :meth:`DiscordConnector.start` logs in over REST (a rejected token raises
 ``ConnectorError("discord: the token was rejected")``), runs ``client.connect()`` as a background
 task (never ``client.run``, which owns the loop and installs signal handlers) and returns once the
-gateway is READY and the guilds are in. discord.py itself reconnects and RESUMEs; Discord replays
-the events missed meanwhile, so no message is lost, and replies in flight keep using REST.
+gateway is READY and the guilds are in; a start that fails half-way closes the client again.
+discord.py itself reconnects and RESUMEs; Discord replays the events missed meanwhile, so no
+message is lost, and replies in flight keep using REST. If the gateway task ends anyway (an error
+discord.py does not reconnect from, such as a revoked token), that is logged with its traceback and
+:meth:`DiscordConnector.status` reports ``failed``.
 
 Sending: replies go to the thread when there is one, else the channel, as replies to the user's
 message, with mentions limited to that reply (the model cannot ping @everyone, roles or users).
@@ -36,7 +39,7 @@ from typing import ClassVar, TypeVar
 import aiohttp
 import discord
 
-from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage, stop_on_failure
 from bot.conversation import Destination
 from bot.errors import ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
@@ -85,6 +88,8 @@ class DiscordConnector(Connector):
         self._seen = Participation()
         self._client: discord.Client | None = None
         self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        """Why the last start failed, or why the gateway task ended on its own since."""
         self._ready = asyncio.Event()
         self._sink: InboundSink | None = None
         self._previous_endpoints: endpoints.Endpoints | None = None
@@ -135,12 +140,14 @@ class DiscordConnector(Connector):
             raise ConnectorError("discord: PARLEY_DISCORD__TOKEN is not set")
         self._sink = sink
         self._ready.clear()
-        self._previous_endpoints = endpoints.point_at(self.settings)
-        try:
-            await self._connect(self.settings.token.get_secret_value())
-        except BaseException:
-            await self.stop()
-            raise
+        self._failure = None
+        async with stop_on_failure(self):
+            try:
+                self._previous_endpoints = endpoints.point_at(self.settings)
+                await self._connect(self.settings.token.get_secret_value())
+            except BaseException as exc:
+                self._failure = exc
+                raise
 
     async def _connect(self, token: str) -> None:
         client = self._client = self._make_client()
@@ -151,6 +158,7 @@ class DiscordConnector(Connector):
         except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
             raise ConnectorError(f"discord: cannot log in at {endpoints.current().api_base}: {exc}") from exc
         task = self._task = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
+        task.add_done_callback(self._gateway_ended)
         ready = asyncio.create_task(self._ready.wait())
         try:
             await asyncio.wait({task, ready}, timeout=self.settings.connect_timeout, return_when="FIRST_COMPLETED")
@@ -168,6 +176,15 @@ class DiscordConnector(Connector):
             raise ConnectorError(f"discord: the gateway connection failed: {error!r}") from error
         raise ConnectorError(f"discord: not ready after {self.settings.connect_timeout:.0f}s")
 
+    def _gateway_ended(self, task: asyncio.Task[None]) -> None:
+        """Note why the gateway stopped when it was not ``stop()`` that stopped it."""
+        if task is not self._task or task.cancelled():
+            return  # stop() took the task first: an ordinary shutdown
+        error = task.exception()
+        self._failure = error if error is not None else ConnectorError("discord: the gateway closed")
+        if self._ready.is_set():  # during start-up, start() raises the error itself
+            log.error("discord: the gateway connection ended; no more messages arrive", exc_info=error)
+
     async def stop(self) -> None:
         client, self._client = self._client, None
         task, self._task = self._task, None
@@ -180,19 +197,26 @@ class DiscordConnector(Connector):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait({task}, timeout=5)
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception:
+                # If it ended on its own, _gateway_ended logged it already; this is the closing itself.
+                log.debug("discord: the gateway task failed while stopping", exc_info=True)
         if self._previous_endpoints is not None:
             endpoints.restore(self._previous_endpoints)
             self._previous_endpoints = None
 
     def status(self) -> str:
+        """``running`` once READY, ``connecting`` while (re)connecting, ``failed`` after a failed start
+        or once the gateway ended on its own (until the next start), else ``stopped``."""
+        if self._failure is not None or (self._task is not None and self._task.done()):
+            return "failed"
         if self._task is None:
             return "stopped"
-        if self._task.done():
-            return "failed"
         if self._client is not None and self._client.is_ready() and self._ready.is_set():
-            return "ready"
+            return "running"
         return "connecting"
 
     # inbound
@@ -260,7 +284,7 @@ class DiscordConnector(Connector):
         handle = destination.handle
         if isinstance(handle, InteractionHandle):
             if not handle.expired:
-                message_id = await _translate(self._replies().send(handle, text, ephemeral=destination.ephemeral))
+                message_id = await _map_error(self._replies().send(handle, text, ephemeral=destination.ephemeral))
                 self._seen.sent(int(message_id))
                 return SentMessage(id=message_id, destination=destination)
             if destination.ephemeral:
@@ -276,10 +300,10 @@ class DiscordConnector(Connector):
                 message_id=int(destination.reply_to), channel_id=channel.id, fail_if_not_exists=False
             )
             posting = channel.send(text, reference=reference, allowed_mentions=ALLOWED_MENTIONS)
-        message = await _translate(posting)
+        message = await _map_error(posting)
         self._seen.sent(message.id)
         if destination.thread is not None:
-            self._seen.threads.add(int(destination.thread))
+            self._seen.joined(int(destination.thread))
         return SentMessage(id=str(message.id), destination=destination)
 
     async def edit(self, message: SentMessage, text: str) -> None:
@@ -287,19 +311,19 @@ class DiscordConnector(Connector):
         if isinstance(handle, InteractionHandle):
             if handle.expired:
                 raise ConnectorError("discord: the command's interaction expired (15 minutes)")
-            await _translate(self._replies().edit(handle, message.id, text))
+            await _map_error(self._replies().edit(handle, message.id, text))
             return
         partial = self._messageable(message.destination).get_partial_message(int(message.id))
         # Discord accepts an edit that changes nothing, so no special case is needed.
-        await _translate(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
+        await _map_error(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
 
     async def typing(self, destination: Destination) -> None:
         if isinstance(destination.handle, InteractionHandle):
             return  # the deferred response already shows "thinking"
-        await _translate(self._messageable(destination).typing())
+        await _map_error(self._messageable(destination).typing())
 
 
-async def _translate(call: Awaitable[T]) -> T:
+async def _map_error(call: Awaitable[T]) -> T:
     """Await a discord.py call, turning its failures into the core's connector errors."""
     try:
         return await call

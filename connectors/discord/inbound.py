@@ -12,52 +12,57 @@ one shared conversation that inherits its parent channel's settings (scope, syst
 connector posts replies into the thread itself. Messages from bots (this one included) are
 dropped; other messages are delivered unaddressed so that plugins can see them.
 
-A slash command (an APPLICATION_COMMAND interaction) becomes a :class:`~bot.commands.CommandRequest`
+A slash command (an APPLICATION_COMMAND interaction) becomes a :class:`~bot.conversation.CommandRequest`
 with the same channel and thread mapping, the options' typed values as ``args`` and
 ``is_admin`` = the caller's Manage Server permission in that channel.
 """
 
 from __future__ import annotations
 
-import collections
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import discord
 
-from bot.commands import CommandRequest
-from bot.conversation import Destination, IncomingMessage
-from bot.plugin import Command
+from bot.bounded import BoundedSet
+from bot.command import Command
+from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.text import strip_mentions
 from connectors.discord.commands import option_values
 
 PLATFORM = "discord"
 
 
 class Participation:
-    """What the bot remembers about its own activity: recent message ids and threads it joined in.
+    """What the bot remembers about its own activity: recent message ids and threads it took part in.
 
-    Bounded, so a long-running bot does not grow without limit; a reply to a message older than the
-    window still counts when discord.py resolved the referenced message (Discord sends it along).
+    Both are bounded (least recently used forgotten first), so a long-running bot does not grow
+    without limit. A reply to a message older than the window still counts when discord.py
+    resolved the referenced message (Discord sends it along), and a forgotten thread still counts
+    while the bot is a member of it or owns it.
     """
 
-    def __init__(self, max_messages: int = 10_000) -> None:
-        self._messages: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self._max_messages = max_messages
-        self.threads: set[int] = set()
+    def __init__(self, max_messages: int = 10_000, max_threads: int = 4096) -> None:
+        self._messages: BoundedSet[int] = BoundedSet(max_messages)
+        self._threads: BoundedSet[int] = BoundedSet(max_threads)
 
     def sent(self, message_id: int) -> None:
-        self._messages[message_id] = None
-        while len(self._messages) > self._max_messages:
-            self._messages.popitem(last=False)
+        self._messages.add(message_id)
 
     def is_own(self, message_id: int | None) -> bool:
         return message_id is not None and message_id in self._messages
 
+    def joined(self, thread_id: int) -> None:
+        self._threads.add(thread_id)
 
-def strip_mention(text: str, user_id: int) -> str:
-    """Remove mentions of the bot (``<@id>`` and the legacy ``<@!id>``) from the text."""
-    return re.sub(rf"<@!?{user_id}>", "", text).strip()
+    def in_thread(self, thread_id: int) -> bool:
+        return thread_id in self._threads
+
+
+def mention_of(user_id: int) -> re.Pattern[str]:
+    """How Discord writes a mention of ``user_id`` (``<@id>``, and the legacy ``<@!id>``)."""
+    return re.compile(rf"<@!?{user_id}>")
 
 
 def _replies_to_bot(message: discord.Message, me: discord.ClientUser, seen: Participation) -> bool:
@@ -71,7 +76,7 @@ def _replies_to_bot(message: discord.Message, me: discord.ClientUser, seen: Part
 
 
 def _in_joined_thread(thread: discord.Thread, me: discord.ClientUser, seen: Participation) -> bool:
-    return thread.id in seen.threads or thread.owner_id == me.id or thread.me is not None
+    return seen.in_thread(thread.id) or thread.owner_id == me.id or thread.me is not None
 
 
 def _is_admin(author: discord.User | discord.Member) -> bool:
@@ -92,7 +97,7 @@ def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Particip
         thread_id = thread.id
         channel_id = thread.parent_id
         if addressed:
-            seen.threads.add(thread.id)
+            seen.joined(thread.id)
         else:
             addressed = _in_joined_thread(thread, me, seen)
     return IncomingMessage(
@@ -100,7 +105,7 @@ def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Particip
         channel=str(channel_id),
         user=str(message.author.id),
         message_id=str(message.id),
-        text=strip_mention(message.content, me.id),
+        text=strip_mentions(message.content, mention_of(me.id)),
         thread=None if thread_id is None else str(thread_id),
         is_direct=is_direct,
         addressed=addressed,

@@ -8,19 +8,20 @@ Bolt acknowledges each event before our listener runs (``process_before_response
 Slack's 3 s deadline is met whatever the model does. A retried delivery carries the same
 ``event_id`` and is dropped; the two copies of a channel mention (``app_mention`` and ``message``)
 share ``(channel, ts)`` and only the first is delivered. Which messages are answered, and in
-which thread, is decided in :mod:`connectors.slack.events`.
+which thread, is decided in :mod:`connectors.slack.inbound`.
 
 Slash commands (every command of the loaded plugins, named ``/<PARLEY_SLACK__COMMAND_PREFIX><name>``)
 arrive as Socket Mode ``slash_commands`` envelopes or, over HTTP, form-encoded at the same
 ``POST /slack/events``. They are acknowledged empty at once and handed to the core as a
-:class:`~bot.commands.CommandRequest` (see :mod:`connectors.slack.commands`). Answers go into the
+:class:`~bot.conversation.CommandRequest` (see :mod:`connectors.slack.inbound`). Answers go into the
 channel; ephemeral ones (refusals, usage) are ``chat.postEphemeral`` to the caller, or the
 command's ``response_url`` where the bot is not in the channel. The core never edits an
 ephemeral message (it sends those once), which Slack could not do anyway.
 
 ``send``/``edit`` are single ``chat.postMessage``/``chat.update`` calls: no sleeping, no retries.
 ``ratelimited`` (HTTP 429) becomes ``RateLimited(Retry-After)``, ``msg_too_long`` becomes
-``MessageTooLong``, anything else ``ConnectorError``.
+``MessageTooLong``, anything else ``ConnectorError``. A start that fails half-way (a bad app token)
+closes the Socket Mode client it opened.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -42,18 +43,25 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.bounded import BoundedDict, BoundedSet
+from bot.connector import Connector, ConnectorLimits, HttpRoutes, InboundSink, SentMessage, stop_on_failure
 from bot.conversation import ConversationKey, Destination
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
-from connectors.slack.commands import CommandHandle, to_request
-from connectors.slack.events import PLATFORM, BotIdentity, RecentKeys, is_from_a_person, translate, user_name_of
+from connectors.slack.inbound import (
+    PLATFORM,
+    BotIdentity,
+    CommandHandle,
+    ThreadKeys,
+    is_direct_channel,
+    is_from_a_person,
+    to_command_request,
+    to_incoming,
+    user_name_of,
+)
 from connectors.slack.manifest import EVENTS_PATH
-from connectors.slack.mrkdwn import to_mrkdwn
-
-if TYPE_CHECKING:
-    from connectors.web.server import WebServer
+from connectors.slack.render import to_mrkdwn
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +86,10 @@ def api_base(url: str | None) -> str:
     return base + "/"
 
 
-def _api_error(exc: SlackApiError, method: str) -> ConnectorError:
+def _map_error(exc: SlackApiError | aiohttp.ClientError | TimeoutError, method: str) -> ConnectorError:
+    """The core's error for a failed Web API call."""
+    if not isinstance(exc, SlackApiError):
+        return ConnectorError(f"Slack {method} failed: {exc!r}")
     response = exc.response
     error = str(response.get("error", "")) if isinstance(response.data, dict) else ""
     if response.status_code == 429 or error == "ratelimited":
@@ -98,7 +109,7 @@ class SlackConnector(Connector):
 
     name = "slack"
 
-    def __init__(self, settings: SlackSettings, web_server: WebServer | None) -> None:
+    def __init__(self, settings: SlackSettings, routes: HttpRoutes | None) -> None:
         super().__init__()
         if settings.bot_token is None:
             raise ConfigError("PARLEY_SLACK__BOT_TOKEN is not set")
@@ -107,7 +118,7 @@ class SlackConnector(Connector):
         self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_CHARS, pacing=Pacing(min_interval=1.0))
         self._app_token = settings.app_token.get_secret_value() if settings.app_token is not None else None
         if self._app_token is None:
-            if web_server is None:
+            if routes is None:
                 raise ConfigError(
                     "Slack without PARLEY_SLACK__APP_TOKEN (Socket Mode) receives events over HTTP and needs "
                     "the web server: set PARLEY_WEB__ENABLED=true, or set PARLEY_SLACK__APP_TOKEN"
@@ -117,7 +128,7 @@ class SlackConnector(Connector):
                     "Slack over HTTP (no PARLEY_SLACK__APP_TOKEN) needs PARLEY_SLACK__SIGNING_SECRET to verify requests"
                 )
             # The web server starts before connectors and aiohttp freezes its router then.
-            web_server.add_route("POST", EVENTS_PATH, self._http_events)
+            routes.add_route("POST", EVENTS_PATH, self._http_events)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
         self.client = AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=api_base(settings.api_url))
         self._app = AsyncApp(
@@ -136,31 +147,24 @@ class SlackConnector(Connector):
         self._handler: AsyncSocketModeHandler | None = None
         self._identity: BotIdentity | None = None
         self._state = "stopped"
-        self._events = RecentKeys()
-        self._messages = RecentKeys()
-        self.threads = RecentKeys(8192)
-        """``(channel, thread_ts)`` of threads the bot takes part in (see :mod:`connectors.slack.events`)."""
-        self._people: dict[str, tuple[str, bool]] = {}
-
-    @property
-    def socket_mode(self) -> bool:
-        return self._app_token is not None
-
-    @property
-    def identity(self) -> BotIdentity | None:
-        return self._identity
+        self._events: BoundedSet[str] = BoundedSet(2048)
+        """Event ids seen: a redelivery carries the same one."""
+        self._messages: BoundedSet[tuple[str, str]] = BoundedSet(2048)
+        """``(channel, ts)`` seen: the two copies of a mention share it."""
+        self._threads: ThreadKeys = BoundedSet(8192)
+        self._people: BoundedDict[str, tuple[str, bool]] = BoundedDict(4096)
+        """Display name and admin flag by user id (``users.info``)."""
 
     # lifecycle
 
     async def start(self, sink: InboundSink) -> None:
         self._state = "starting"
-        try:
-            await self._start(sink)
-        except BaseException:
-            # The core only stops connectors that started, so a half-made socket client is ours to close.
-            await self.stop()
-            self._state = "failed"
-            raise
+        async with stop_on_failure(self):
+            try:
+                await self._start(sink)
+            except BaseException:
+                self._state = "failed"
+                raise
         self._state = "running"
 
     async def _start(self, sink: InboundSink) -> None:
@@ -169,7 +173,7 @@ class SlackConnector(Connector):
         except SlackApiError as exc:
             raise ConnectorError(f"Slack auth.test failed: {exc.response.get('error')}") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectorError(f"Slack auth.test failed: {exc!r}") from exc
+            raise _map_error(exc, "auth.test") from exc
         self._identity = BotIdentity(str(auth["user_id"]), auth.get("bot_id"))
         log.info("slack: signed in as %s (%s)", auth.get("user"), self._identity.user_id)
         if self._app_token is not None:
@@ -191,7 +195,8 @@ class SlackConnector(Connector):
 
     async def stop(self) -> None:
         self._sink = None
-        self._state = "stopped"
+        if self._state != "failed":
+            self._state = "stopped"
         handler, self._handler = self._handler, None
         if handler is not None:
             try:
@@ -234,7 +239,7 @@ class SlackConnector(Connector):
             return
         if not self._messages.add((event["channel"], event["ts"])):
             return  # the other copy of a mention, or a retry under a new event id
-        message = translate(event, identity, self.threads, mentioned=mentioned)
+        message = to_incoming(event, identity, self._threads, mentioned=mentioned)
         if message is None:
             return
         if not message.addressed and message.thread is not None and not message.is_direct:
@@ -243,7 +248,7 @@ class SlackConnector(Connector):
             message = replace(message, addressed=await sink.has_conversation(thread_key))
         if message.addressed:
             if message.thread is not None and not message.is_direct:
-                self.threads.add((message.channel, message.thread))
+                self._threads.add((message.channel, message.thread))
             # Look people up only when answering them: channel chatter costs no users.info calls.
             user = str(event["user"])
             name, admin = await self._person(user, user_name_of(event) or user)
@@ -257,7 +262,7 @@ class SlackConnector(Connector):
         if sink is None or not isinstance(user, str) or not user:
             return
         name, admin = await self._person(user, str(body.get("user_name") or user))
-        request = to_request(body, prefix=self._prefix, user_name=name, is_admin=admin)
+        request = to_command_request(body, prefix=self._prefix, user_name=name, is_admin=admin)
         if request is None:
             log.warning("slack: ignoring a slash command without a channel: %s", body.get("command"))
             return
@@ -278,8 +283,6 @@ class SlackConnector(Connector):
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             # A missing users:read scope should not stop the bot from answering.
             log.debug("slack: users.info for %s failed: %s", user, exc)
-        if len(self._people) > 4096:
-            self._people.clear()
         self._people[user] = (str(name), admin)
         return str(name), admin
 
@@ -300,20 +303,18 @@ class SlackConnector(Connector):
         except SlackApiError as exc:
             if handle is not None and exc.response.get("error") in NOT_A_MEMBER:
                 await self._respond(handle, "I am not in this channel, so I cannot answer here: invite me first.")
-            raise _api_error(exc, "chat.postMessage") from exc
+            raise _map_error(exc, "chat.postMessage") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectorError(f"Slack chat.postMessage failed: {exc!r}") from exc
-        if destination.thread is not None and not destination.channel.startswith("D"):
-            self.threads.add((destination.channel, destination.thread))
+            raise _map_error(exc, "chat.postMessage") from exc
+        if destination.thread is not None and not is_direct_channel(destination.channel):
+            self._threads.add((destination.channel, destination.thread))
         return SentMessage(id=str(response["ts"]), destination=destination)
 
     async def edit(self, message: SentMessage, text: str) -> None:
         try:
             await self.client.chat_update(channel=message.destination.channel, ts=message.id, text=to_mrkdwn(text))
-        except SlackApiError as exc:
-            raise _api_error(exc, "chat.update") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectorError(f"Slack chat.update failed: {exc!r}") from exc
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise _map_error(exc, "chat.update") from exc
 
     async def _send_ephemeral(self, destination: Destination, handle: CommandHandle, text: str) -> SentMessage:
         """Show ``text`` to the command's caller only; it cannot be edited afterwards."""
@@ -324,9 +325,9 @@ class SlackConnector(Connector):
         except SlackApiError as exc:
             if exc.response.get("error") in NOT_A_MEMBER and await self._respond(handle, text):
                 return SentMessage(id="", destination=destination)
-            raise _api_error(exc, "chat.postEphemeral") from exc
+            raise _map_error(exc, "chat.postEphemeral") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ConnectorError(f"Slack chat.postEphemeral failed: {exc!r}") from exc
+            raise _map_error(exc, "chat.postEphemeral") from exc
         return SentMessage(id=str(response.get("message_ts", "")), destination=destination)
 
     async def _respond(self, handle: CommandHandle, text: str) -> bool:

@@ -1,6 +1,7 @@
-"""Slack events to :class:`~bot.conversation.IncomingMessage`: who is talking, and is it to us.
+"""Slack events and slash commands as the core's :class:`~bot.conversation.IncomingMessage` and
+:class:`~bot.conversation.CommandRequest`: who is talking, and is it to us.
 
-Pure functions and small caches, no SDK: the connector feeds them the event dicts Bolt hands it.
+Pure functions, no SDK: the connector feeds them the event and command dicts Bolt hands it.
 
 When the bot answers:
 
@@ -8,25 +9,36 @@ When the bot answers:
 - a mention (``app_mention``, or a ``message`` whose text holds ``<@BOT>``) anywhere: the reply
   goes into the message's thread, a new one under the message for a top-level mention;
 - any user message in a thread the bot takes part in: one it was mentioned or answered in since
-  the process started (:class:`RecentKeys`, in memory and bounded) or one whose root the bot
+  the process started (a :class:`~bot.bounded.BoundedSet`, in memory) or one whose root the bot
   posted (``parent_user_id``); the connector also asks the store, so a thread answered before a
   restart still counts.
 
 Never: the bot's own messages, other bots' (``bot_id``, ``bot_message``), and edits, deletions,
 joins and other subtypes. A thread is one shared conversation (``thread`` set, not direct); a
 DM is per user (``is_direct``), threaded or not.
+
+A slash command (:func:`to_command_request`) is ``/<prefix><name> text`` with the caller
+(``user_id``), the channel (``channel_id``) and a ``response_url``. The core gets the command name
+without the slash and without ``PARLEY_SLACK__COMMAND_PREFIX``, and the raw text (Slack escapes
+``&<>`` as in messages; that is undone) which the core parses itself. Slash commands carry no
+thread, so answers go to the channel, and the conversation is the caller's (or the channel's when
+it is shared). The :class:`CommandHandle` in ``Destination.handle`` lets the connector answer
+ephemerally (``chat.postEphemeral`` to the caller) and fall back to the ``response_url`` where the
+bot cannot post (a channel it was not invited to, someone else's DM).
 """
 
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bot.conversation import IncomingMessage
-from connectors.slack.mrkdwn import unescape
+from bot.bounded import BoundedSet
+from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.text import strip_mentions
+from connectors.slack.commands import command_name
+from connectors.slack.render import unescape
 
 PLATFORM = "slack"
 
@@ -34,28 +46,13 @@ PLATFORM = "slack"
 USER_SUBTYPES = frozenset({"thread_broadcast", "file_share"})
 
 
-class RecentKeys:
-    """A bounded set that forgets its oldest keys: dedupe of event ids, memory of threads."""
+ThreadKeys = BoundedSet[tuple[str, str]]
+"""``(channel, thread_ts)`` of threads the bot takes part in."""
 
-    def __init__(self, size: int = 2048) -> None:
-        self._size = size
-        self._keys: OrderedDict[Hashable, None] = OrderedDict()
 
-    def add(self, key: Hashable) -> bool:
-        """Remember ``key``; True if it was new."""
-        if key in self._keys:
-            self._keys.move_to_end(key)
-            return False
-        self._keys[key] = None
-        if len(self._keys) > self._size:
-            self._keys.popitem(last=False)
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
-
-    def __len__(self) -> int:
-        return len(self._keys)
+def is_direct_channel(channel: str) -> bool:
+    """Direct-message channel ids start with D (group DMs are G/C and count as groups)."""
+    return channel.startswith("D")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +87,7 @@ def channel_type(event: Mapping[str, Any]) -> str:
     kind = event.get("channel_type")
     if isinstance(kind, str) and kind:
         return kind
-    return "im" if str(event.get("channel", "")).startswith("D") else "channel"
+    return "im" if is_direct_channel(str(event.get("channel", ""))) else "channel"
 
 
 def user_name_of(event: Mapping[str, Any]) -> str | None:
@@ -106,14 +103,13 @@ def user_name_of(event: Mapping[str, Any]) -> str | None:
 
 def clean_text(text: str, identity: BotIdentity) -> str:
     """The text for the model: the bot's mention removed and Slack's escaping undone."""
-    without = identity.mention.sub("", text)
-    return unescape(re.sub(r"[ \t]{2,}", " ", without)).strip()
+    return unescape(strip_mentions(text, identity.mention))
 
 
-def translate(
+def to_incoming(
     event: Mapping[str, Any],
     identity: BotIdentity,
-    threads: RecentKeys,
+    threads: ThreadKeys,
     *,
     mentioned: bool = False,
     user_name: str = "",
@@ -157,5 +153,36 @@ def translate(
         addressed=addressed,
         user_name=user_name or user_name_of(event) or str(event["user"]),
         is_admin=is_admin,
-        extra={"team": str(event.get("team", "")), "channel_type": channel_type(event)},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommandHandle:
+    """What an answer to a slash command needs beyond the channel."""
+
+    user: str
+    response_url: str = ""
+
+
+def to_command_request(
+    payload: Mapping[str, Any], *, prefix: str, user_name: str = "", is_admin: bool = False
+) -> CommandRequest | None:
+    """The request a slash-command payload carries, or None if it lacks the caller or the channel."""
+    user, channel = payload.get("user_id"), payload.get("channel_id")
+    if not isinstance(user, str) or not user or not isinstance(channel, str) or not channel:
+        return None
+    text = payload.get("text")
+    direct = is_direct_channel(channel)
+    handle = CommandHandle(user=user, response_url=str(payload.get("response_url") or ""))
+    return CommandRequest(
+        platform=PLATFORM,
+        channel=channel,
+        user=user,
+        name=command_name(str(payload.get("command", "")), prefix),
+        args=unescape(text).strip() if isinstance(text, str) else "",
+        is_direct=direct,
+        user_name=user_name or str(payload.get("user_name") or user),
+        is_admin=is_admin,
+        destination=Destination(channel=channel, is_group=not direct, handle=handle),
+        prefix=prefix,
     )

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot.command import Command
 from bot.errors import ConfigError
-from bot.plugin import Command
 from bot.settings import SlackSettings
 from connectors.slack.commands import slack_command
 

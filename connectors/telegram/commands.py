@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from telegram import Bot, BotCommand, Message, MessageEntity
 from telegram.constants import BotCommandLimit, ChatMemberStatus
 from telegram.error import TelegramError
 
-from bot.plugin import Command
+from bot.bounded import BoundedDict
+from bot.command import Command
+from bot.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,7 @@ def telegram_name(name: str) -> str | None:
 
 
 def _description(command: Command) -> str:
-    text = " ".join(command.description.split()) or command.name
-    return text if len(text) <= BotCommandLimit.MAX_DESCRIPTION else text[: BotCommandLimit.MAX_DESCRIPTION - 1] + "…"
+    return one_line(command.description, BotCommandLimit.MAX_DESCRIPTION, command.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +146,19 @@ def telegram_admins(admins: Sequence[str]) -> list[int]:
     return found
 
 
-@dataclass
 class ChatAdmins:
-    """Who administers a group, asked with ``getChatMember`` and remembered for ``ttl`` seconds."""
+    """Who administers a group, asked with ``getChatMember`` and remembered for ``ttl`` seconds.
 
-    ttl: float
-    _seen: dict[tuple[int, int], tuple[float, bool]] = field(default_factory=dict)
+    At most ``maxsize`` (chat, user) answers are kept; a forgotten one is asked again.
+    """
+
+    def __init__(self, ttl: float, maxsize: int = 10_000) -> None:
+        self._seen: BoundedDict[tuple[int, int], bool] = BoundedDict(maxsize, ttl=ttl)
 
     async def is_admin(self, bot: Bot, chat_id: int, user_id: int) -> bool:
-        now = time.monotonic()
         seen = self._seen.get((chat_id, user_id))
-        if seen is not None and now - seen[0] < self.ttl:
-            return seen[1]
+        if seen is not None:
+            return seen
         try:
             member = await bot.get_chat_member(chat_id, user_id)
         except TelegramError as exc:
@@ -165,7 +166,5 @@ class ChatAdmins:
             log.warning("telegram: getChatMember %s in %s failed: %s", user_id, chat_id, exc)
             return False
         admin = member.status in ADMIN_STATUSES
-        if len(self._seen) > 10_000:
-            self._seen = {key: value for key, value in self._seen.items() if now - value[0] < self.ttl}
-        self._seen[(chat_id, user_id)] = (now, admin)
+        self._seen[(chat_id, user_id)] = admin
         return admin

@@ -2,7 +2,8 @@
 
 Lifecycle, driven by hand rather than ``run_polling`` (which blocks and installs signal handlers):
 ``start`` runs ``initialize`` (``getMe``), registers the command menu (``setMyCommands``, see
-:mod:`connectors.telegram.commands`), then ``updater.start_polling`` and ``start``.
+:mod:`connectors.telegram.commands`), then ``updater.start_polling`` and ``start``; if any step
+fails, what already started is stopped and the application shut down again.
 ``pause_intake`` (the first step of the app's shutdown) stops the updater, which confirms to
 Telegram only the updates it already queued, then stops the application, which hands every queued
 update to the sink first; updates fetched by a poll that was cut short are not confirmed and come
@@ -44,13 +45,13 @@ from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
+from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage, stop_on_failure
 from bot.conversation import Destination
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import TelegramSettings
 from connectors.telegram.commands import ChatAdmins, CommandNames, TypedCommand, parse_command, telegram_admins
-from connectors.telegram.inbound import sent_by_chat_admin, to_command, to_incoming
+from connectors.telegram.inbound import is_private, sent_by_chat_admin, to_command_request, to_incoming
 from connectors.telegram.render import to_html, visible_length
 
 log = logging.getLogger(__name__)
@@ -134,14 +135,22 @@ class TelegramConnector(Connector):
     async def start(self, sink: InboundSink) -> None:
         self._sink = sink
         self._state = "starting"
+        async with stop_on_failure(self):
+            try:
+                await self._start(sink)
+            except BaseException:
+                self._state = "failed"
+                raise
+        self._state = "running"
+        log.info("telegram: polling as @%s", self.bot_username)
+
+    async def _start(self, sink: InboundSink) -> None:
         self._app = app = self._build()
         try:
             await app.initialize()
         except InvalidToken as exc:
-            self._state = "failed"
             raise ConfigError(f"telegram: the Bot API refused PARLEY_TELEGRAM__TOKEN: {exc}") from exc
         except TelegramError as exc:
-            self._state = "failed"
             raise ConnectorError(f"telegram: cannot reach the Bot API: {exc}") from exc
         self.bot_id = app.bot.id
         self.bot_username = app.bot.username
@@ -157,10 +166,7 @@ class TelegramConnector(Connector):
             )
             await app.start()
         except TelegramError as exc:
-            self._state = "failed"
             raise ConnectorError(f"telegram: polling did not start: {exc}") from exc
-        self._state = "running"
-        log.info("telegram: polling as @%s", self.bot_username)
 
     async def _register_commands(self, bot: Bot) -> None:
         """Fill the command menu; a refusal is logged (typed commands work without a menu)."""
@@ -193,9 +199,10 @@ class TelegramConnector(Connector):
         app, self._app = self._app, None
         if app is None:
             return
+        failed = self._state == "failed"
         self._state = "stopping"
         await self._run_steps([*self._intake_steps(app), ("shutdown", lambda: True, app.shutdown)])
-        self._state = "stopped"
+        self._state = "failed" if failed else "stopped"
 
     @staticmethod
     def _intake_steps(app: TelegramApp) -> list[tuple[str, Callable[[], bool], Callable[[], Awaitable[None]]]]:
@@ -236,7 +243,7 @@ class TelegramConnector(Connector):
         sender = message.from_user
         if self._sink is None or sender is None or sender.id == self.bot_id:
             return
-        is_direct = message.chat.type == "private"
+        is_direct = is_private(message.chat)
         core_name = self.commands.resolve(typed, bot_username=self.bot_username, is_direct=is_direct)
         if core_name is None:
             return
@@ -245,7 +252,7 @@ class TelegramConnector(Connector):
             is_admin = sent_by_chat_admin(message) or await self._chat_admins.is_admin(
                 self._bot_app().bot, message.chat.id, sender.id
             )
-        request = to_command(message, core_name, typed.args, is_admin=is_admin)
+        request = to_command_request(message, core_name, typed.args, is_admin=is_admin)
         if request is not None:
             self._sink.submit_command(request, self)
 
@@ -299,39 +306,40 @@ class TelegramConnector(Connector):
         try:
             await bot.send_chat_action(int(destination.channel), ChatAction.TYPING, message_thread_id=thread)
         except TelegramError as exc:
-            raise ConnectorError(f"telegram: sendChatAction failed: {exc}") from exc
+            raise _map_error(exc) from exc
 
     async def _with_fallback(self, call: Callable[[str, str | None], Awaitable[T]], markdown: str) -> T | None:
         """Send as HTML; on an entity error (or a rendering too long) send the Markdown as plain text."""
         rendered = to_html(markdown)
         if rendered.strip() and visible_length(rendered) <= MessageLimit.MAX_TEXT_LENGTH:
             try:
-                return await self._translate(call, rendered, ParseMode.HTML)
+                return await _unless_unchanged(call(rendered, ParseMode.HTML))
             except BadRequest as exc:
                 if not _is(exc, "can't parse entities"):
-                    raise self._error(exc) from exc
+                    raise _map_error(exc) from exc
                 log.warning("telegram: entities refused, sending plain text: %s", exc)
+            except TelegramError as exc:
+                raise _map_error(exc) from exc
         try:
-            return await self._translate(call, markdown, None)
-        except BadRequest as exc:
-            raise self._error(exc) from exc
-
-    @staticmethod
-    async def _translate(call: Callable[[str, str | None], Awaitable[T]], body: str, mode: str | None) -> T | None:
-        """Run one Bot API call; map its errors except ``BadRequest``, which the caller inspects."""
-        try:
-            return await call(body, mode)
-        except RetryAfter as exc:
-            raise RateLimited(_retry_after(exc), f"telegram: {exc}") from exc
-        except BadRequest as exc:
-            if _is(exc, "message is not modified"):
-                return None
-            raise
+            return await _unless_unchanged(call(markdown, None))
         except TelegramError as exc:
-            raise ConnectorError(f"telegram: {exc}") from exc
+            raise _map_error(exc) from exc
 
-    @staticmethod
-    def _error(exc: BadRequest) -> ConnectorError:
-        if _is(exc, "too long"):
-            return MessageTooLong(f"telegram: {exc}")
-        return ConnectorError(f"telegram: {exc}")
+
+async def _unless_unchanged(call: Awaitable[T]) -> T | None:
+    """Await a Bot API call; an edit that changes nothing is no error (Telegram answers 400)."""
+    try:
+        return await call
+    except BadRequest as exc:
+        if _is(exc, "message is not modified"):
+            return None
+        raise
+
+
+def _map_error(exc: TelegramError) -> ConnectorError:
+    """The core's error for a failed Bot API call."""
+    if isinstance(exc, RetryAfter):
+        return RateLimited(_retry_after(exc), f"telegram: {exc}")
+    if isinstance(exc, BadRequest) and _is(exc, "too long"):
+        return MessageTooLong(f"telegram: {exc}")
+    return ConnectorError(f"telegram: {exc}")

@@ -10,20 +10,22 @@
 
 A message that starts with a command never gets here: the connector decides whether it is one of
 this bot's commands (:mod:`connectors.telegram.commands`) and builds a request with
-:func:`to_command`.
+:func:`to_command_request`.
 """
 
 from __future__ import annotations
 
-import re
+from telegram import Chat, Message, MessageEntity, User
 
-from telegram import Message, MessageEntity, User
-
-from bot.commands import CommandRequest
-from bot.conversation import Destination, IncomingMessage
+from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.text import cut_spans
 
 PLATFORM = "telegram"
-_SPACES = re.compile(r"[ \t]{2,}")
+
+
+def is_private(chat: Chat) -> bool:
+    """A one-to-one chat with the bot (the conversation is per user)."""
+    return chat.type == Chat.PRIVATE
 
 
 def _is_topic_root(message: Message, reply: Message) -> bool:
@@ -45,7 +47,7 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
     sender = message.from_user
     if text is None or sender is None or sender.id == bot_id:
         return None
-    is_direct = message.chat.type == "private"
+    is_direct = is_private(message.chat)
     handle = f"@{bot_username}".lower()
     addressed = is_direct
     cuts: list[tuple[int, int]] = []  # spans of the bot's handle, in Python string indices
@@ -64,10 +66,7 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
         and not _is_topic_root(message, reply)
     ):
         addressed = True
-    stripped = text
-    for start, end in sorted(cuts, reverse=True):
-        stripped = stripped[:start] + stripped[end:]
-    stripped = _SPACES.sub(" ", stripped).strip()
+    stripped = cut_spans(text, cuts)
     return IncomingMessage(
         platform=PLATFORM,
         channel=str(message.chat.id),
@@ -78,7 +77,6 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
         is_direct=is_direct,
         addressed=addressed,
         user_name=_user_name(sender),
-        extra={"chat_type": str(message.chat.type), "username": sender.username or ""},
     )
 
 
@@ -95,12 +93,12 @@ def sent_by_chat_admin(message: Message) -> bool:
     return message.sender_chat is not None and message.sender_chat.id == message.chat.id
 
 
-def to_command(message: Message, name: str, args: str, *, is_admin: bool) -> CommandRequest | None:
+def to_command_request(message: Message, name: str, args: str, *, is_admin: bool) -> CommandRequest | None:
     """The request for command ``name`` (a core name) sent as ``message``; ``None`` without a sender."""
     sender = message.from_user
     if sender is None:
         return None
-    is_direct = message.chat.type == "private"
+    is_direct = is_private(message.chat)
     thread = _thread(message)
     return CommandRequest(
         platform=PLATFORM,

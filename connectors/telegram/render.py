@@ -41,11 +41,6 @@ def visible_length(rendered: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
-def visible_text(rendered: str) -> str:
-    """The text Telegram shows for ``rendered`` HTML (tags dropped, entities decoded)."""
-    return html.unescape(_TAG.sub("", rendered))
-
-
 class _Renderer:
     def __init__(self) -> None:
         self._quote_depth = 0

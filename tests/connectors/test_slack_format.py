@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from bot.bounded import BoundedSet
 from connectors.slack.connector import api_base
-from connectors.slack.events import BotIdentity, RecentKeys, translate
-from connectors.slack.mrkdwn import to_mrkdwn
+from connectors.slack.inbound import BotIdentity, ThreadKeys, is_direct_channel, to_command_request, to_incoming
+from connectors.slack.render import to_mrkdwn
 
 ME = BotIdentity("UBOT", "BBOT")
 
@@ -52,12 +53,16 @@ def test_api_base() -> None:
     assert api_base("https://slack-gov.com/api/") == "https://slack-gov.com/api/"
 
 
+def threads() -> ThreadKeys:
+    return BoundedSet(16)
+
+
 def event(**fields: Any) -> dict[str, Any]:
     return {"type": "message", "channel": "C1", "channel_type": "channel", "user": "U1", "ts": "1.1"} | fields
 
 
 def test_a_top_level_mention_starts_a_shared_thread() -> None:
-    message = translate(event(text="<@UBOT|parley>  hi   there"), ME, RecentKeys(), user_name="Ada")
+    message = to_incoming(event(text="<@UBOT|parley>  hi   there"), ME, threads(), user_name="Ada")
     assert message is not None
     assert (message.addressed, message.thread, message.is_direct) == (True, "1.1", False)
     assert message.text == "hi there"
@@ -65,20 +70,20 @@ def test_a_top_level_mention_starts_a_shared_thread() -> None:
 
 
 def test_threads_are_answered_when_the_bot_takes_part() -> None:
-    threads = RecentKeys()
+    known = threads()
     reply = event(text="and then?", ts="1.5", thread_ts="1.1")
-    assert translate(reply, ME, threads).addressed is False  # type: ignore[union-attr]
-    threads.add(("C1", "1.1"))
-    assert translate(reply, ME, threads).addressed is True  # type: ignore[union-attr]
+    assert to_incoming(reply, ME, known).addressed is False  # type: ignore[union-attr]
+    known.add(("C1", "1.1"))
+    assert to_incoming(reply, ME, known).addressed is True  # type: ignore[union-attr]
     rooted = event(text="x", ts="2.5", thread_ts="2.1", parent_user_id="UBOT")
-    assert translate(rooted, ME, RecentKeys()).thread == "2.1"  # type: ignore[union-attr]
+    assert to_incoming(rooted, ME, threads()).thread == "2.1"  # type: ignore[union-attr]
 
 
 def test_direct_messages_are_per_user_and_keep_their_thread() -> None:
-    top = translate(event(channel="D1", channel_type="im", text="a &amp; b &lt;3"), ME, RecentKeys())
+    top = to_incoming(event(channel="D1", channel_type="im", text="a &amp; b &lt;3"), ME, threads())
     assert top is not None
     assert (top.addressed, top.is_direct, top.thread, top.text) == (True, True, None, "a & b <3")
-    threaded = translate(event(channel="D1", channel_type="im", text="x", ts="3.2", thread_ts="3.1"), ME, RecentKeys())
+    threaded = to_incoming(event(channel="D1", channel_type="im", text="x", ts="3.2", thread_ts="3.1"), ME, threads())
     assert threaded is not None
     assert threaded.thread == "3.1"
 
@@ -95,15 +100,38 @@ def test_direct_messages_are_per_user_and_keep_their_thread() -> None:
     ],
 )
 def test_bots_and_housekeeping_are_ignored(fields: dict[str, Any]) -> None:
-    assert translate(event(text="<@UBOT> hi", **fields), ME, RecentKeys()) is None
+    assert to_incoming(event(text="<@UBOT> hi", **fields), ME, threads()) is None
 
 
-def test_recent_keys_forget_the_oldest() -> None:
-    keys = RecentKeys(size=2)
-    assert keys.add("a")
-    assert keys.add("b")
-    assert not keys.add("a")  # and "a" is now the newest
-    keys.add("c")
-    assert "b" not in keys
-    assert "a" in keys
-    assert len(keys) == 2
+def test_a_dm_is_told_by_its_channel_id_when_the_event_has_no_channel_type() -> None:
+    assert is_direct_channel("D024BE91L")
+    assert not is_direct_channel("C1")
+    assert not is_direct_channel("G1")  # a group DM counts as a group
+    mention = {"type": "app_mention", "channel": "D1", "user": "U1", "text": "<@UBOT> hi", "ts": "4.1"}
+    message = to_incoming(mention, ME, threads())
+    assert message is not None
+    assert (message.is_direct, message.thread, message.text) == (True, None, "hi")
+
+
+def test_slash_commands_become_requests_without_the_prefix() -> None:
+    payload = {
+        "command": "/parley-ask",
+        "text": "is 1 &lt; 2 &amp; 3?  ",
+        "user_id": "U1",
+        "user_name": "ada",
+        "channel_id": "C1",
+        "response_url": "https://hooks.example/1",
+    }
+    request = to_command_request(payload, prefix="parley-", is_admin=True)
+    assert request is not None
+    assert (request.name, request.args, request.user_name, request.prefix) == ("ask", "is 1 < 2 & 3?", "ada", "parley-")
+    assert (request.channel, request.thread, request.is_direct, request.is_admin) == ("C1", None, False, True)
+    destination = request.reply_destination()
+    assert (destination.channel, destination.is_group) == ("C1", True)
+    assert destination.handle.user == "U1"  # type: ignore[attr-defined]
+    assert destination.handle.response_url == "https://hooks.example/1"  # type: ignore[attr-defined]
+    in_dm = to_command_request(payload | {"channel_id": "D7", "command": "/ping"}, prefix="parley-")
+    assert in_dm is not None
+    assert (in_dm.name, in_dm.is_direct, in_dm.reply_destination().is_group) == ("ping", True, False)
+    assert to_command_request(payload | {"channel_id": ""}, prefix="") is None
+    assert to_command_request({"command": "/ping", "channel_id": "C1"}, prefix="") is None
