@@ -20,6 +20,7 @@ from bot.connector import Connector, HttpRoutes
 from bot.engine import Engine
 from bot.errors import ConfigError, ParleyError
 from bot.loader import load_plugins
+from bot.logs import configure_logging
 from bot.settings import EngineSettings, Settings, load_settings
 from bot.store import Store
 
@@ -81,10 +82,10 @@ async def serve(settings: Settings) -> None:
 
 def run() -> int:
     """Entry point of ``parley run``: exit code 0 on a clean stop, 2 on bad settings, 1 on failure."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         settings = load_settings()
-        logging.getLogger().setLevel(settings.log_level)
+        configure_logging(settings)
         asyncio.run(serve(settings))
     except ConfigError as exc:
         print(f"parley: {exc}", file=sys.stderr)
