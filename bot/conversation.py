@@ -58,6 +58,14 @@ class Destination:
     """Opaque to the core: a connector's own reply handle (e.g. an interaction to answer)."""
 
 
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode that can be stored and tokenized: lone surrogates (which JSON and
+    some platform payloads can carry) become U+FFFD, and NUL characters are removed."""
+    if not text.isascii():
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text.replace("\x00", "")
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A chat message from any platform, as the core sees it.
@@ -77,6 +85,11 @@ class IncomingMessage:
     addressed: bool = True
     user_name: str = ""
     is_admin: bool = False
+
+    def __post_init__(self) -> None:
+        # Every text enters the core through here: clean it once, whatever the connector.
+        object.__setattr__(self, "text", clean_text(self.text))
+        object.__setattr__(self, "user_name", clean_text(self.user_name))
 
     @property
     def destination(self) -> Destination:
@@ -123,6 +136,15 @@ class CommandRequest:
     """Where answers go; connectors may carry a reply handle in it. Default: the channel/thread."""
     prefix: str = ""
     """What the platform puts before command names (Slack's ``PARLEY_SLACK__COMMAND_PREFIX``)."""
+
+    def __post_init__(self) -> None:
+        args = self.args
+        if isinstance(args, str):
+            cleaned: str | Mapping[str, object] = clean_text(args)
+        else:
+            cleaned = {key: clean_text(v) if isinstance(v, str) else v for key, v in args.items()}
+        object.__setattr__(self, "args", cleaned)
+        object.__setattr__(self, "user_name", clean_text(self.user_name))
 
     def as_message(self) -> IncomingMessage:
         text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())

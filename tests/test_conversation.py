@@ -1,8 +1,8 @@
-"""The scope policy: which messages share a conversation."""
+"""The conversation model: the scope policy, and clean text at the boundary."""
 
 import pytest
 
-from bot.conversation import ConversationKey, IncomingMessage, Scope, conversation_key
+from bot.conversation import CommandRequest, ConversationKey, IncomingMessage, Scope, clean_text, conversation_key
 
 
 def message(**fields: object) -> IncomingMessage:
@@ -41,3 +41,14 @@ def test_keys_are_frozen_and_hashable() -> None:
     with pytest.raises(AttributeError):
         key.channel = "other"  # type: ignore[misc]
     assert {key: 1}[ConversationKey("p", "c")] == 1
+
+
+def test_text_entering_the_core_is_valid_unicode_without_nul() -> None:
+    message = IncomingMessage("p", "c", "u", "m", "a\ud800b\x00c 😀", user_name="x\udfffy")
+    assert message.text == "a\ufffdbc 😀"
+    assert message.user_name == "x\ufffdy"
+    message.text.encode("utf-8")  # storable
+    request = CommandRequest("p", "c", "u", "ask", {"prompt": "q\ud83d", "n": 3})
+    assert request.args == {"prompt": "q\ufffd", "n": 3}
+    assert CommandRequest("p", "c", "u", "ask", "x\x00y").args == "xy"
+    assert clean_text("plain") == "plain"

@@ -99,6 +99,10 @@ async def test_the_conversation_survives_a_restart(make_settings: MakeSettings) 
         (b'{"message": "hi", "temperature": 9}', 400, "invalid_request"),
         (b'{"message": "hi", "stream": "yes"}', 400, "invalid_request"),
         (b'{"message": "hi", "conversation_id": "nope"}', 404, "not_found"),
+        (b'{"message": "hi", "conversation_id": "../../etc"}', 400, "invalid_request"),
+        (b'{"message": "hi", "conversation_id": "\\ud800"}', 400, "invalid_request"),
+        (b"[" * 5000 + b"]" * 5000, 400, "bad_json"),
+        (b'{"message": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "bad_json"),
         (json.dumps({"message": "x" * 8001}).encode(), 413, "message_too_long"),
         (b"x" * 200_000, 413, "request_too_large"),
     ],
@@ -113,6 +117,16 @@ async def test_bad_requests_get_json_errors_and_store_nothing(app: Parley, body:
     assert stats.turns == 0
     async with app.store.db.execute("SELECT COUNT(*) FROM turns") as cursor:
         assert (await cursor.fetchone()) == (0,)
+
+
+async def test_lone_surrogates_and_nul_are_cleaned_before_they_are_stored(app: Parley) -> None:
+    body = b'{"message": "hi \\ud800 there\\u0000!", "stream": false}'
+    async with aiohttp.ClientSession() as http, http.post(url(app, "/api/chat"), data=body) as response:
+        assert response.status == 200, await response.text()
+        answer = await response.json()
+    turns = await app.store.turns(answer["conversation_id"])
+    assert turns[0].text == "hi \ufffd there!"
+    assert turns[1].text == answer["text"]
 
 
 async def test_a_prompt_too_long_for_the_context_is_an_error_event(make_settings: MakeSettings) -> None:

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "web"
 COMMAND = re.compile(r"^/([a-z][a-z0-9_-]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTALL | re.IGNORECASE)
 """A chat message that is a command: ``/name args``."""
+CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""What conversation ids look like (the API makes them as uuid4 hex)."""
 USER = web.RequestKey("user", str)
 """Who is asking: ``local`` without API keys, otherwise an id derived from the key."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -80,8 +82,10 @@ def parse_chat_request(body: object, *, max_chars: int, max_tokens: int) -> Chat
     if len(message) > max_chars:
         raise ApiError(413, "message_too_long", f'"message" has {len(message)} characters; the limit is {max_chars}')
     conversation_id = body.get("conversation_id")
-    if conversation_id is not None and (not isinstance(conversation_id, str) or not conversation_id):
-        raise ApiError(400, "invalid_request", '"conversation_id" must be a non-empty string')
+    if conversation_id is not None and (
+        not isinstance(conversation_id, str) or not CONVERSATION_ID.fullmatch(conversation_id)
+    ):
+        raise ApiError(400, "invalid_request", '"conversation_id" must be a conversation id this API returned')
     tokens = body.get("max_tokens")
     if tokens is not None and (
         isinstance(tokens, bool) or not isinstance(tokens, int) or not 1 <= tokens <= max_tokens
@@ -272,6 +276,8 @@ class WebServer:
             body = await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+        except RecursionError:
+            raise ApiError(400, "bad_json", "the body is nested too deeply") from None
         engine = self.parley.settings.engine
         ask = parse_chat_request(body, max_chars=self.settings.max_message_chars, max_tokens=engine.max_tokens)
         user = request[USER]
