@@ -15,13 +15,13 @@ from typing import Any
 
 from bot.app import Parley
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage
-from bot.conversation import Destination
+from bot.conversation import ConversationKey, Destination
 from bot.engine import ChatMessage, Engine, GenerationParams, Reply
 from bot.errors import ConnectorError, ContextOverflow, EngineError, RateLimited
 from bot.main import build_app
 from bot.pacing import Pacing
 from bot.settings import Settings
-from bot.store import Store
+from bot.store import Store, Turn, TurnStatus
 
 WORD = re.compile(r"\S+\s*")
 
@@ -246,3 +246,43 @@ async def scripted(tokens: Iterable[str], delay: float = 0.0) -> AsyncIterator[s
         if delay:
             await asyncio.sleep(delay)
         yield token
+
+
+# waits used by connector tests
+
+
+async def stored_turns(store: Store, key: ConversationKey) -> list[Turn]:
+    """The turns of ``key``'s conversation so far, without creating it."""
+    conversation_id = await store.find_conversation(key)
+    return [] if conversation_id is None else await store.turns(conversation_id)
+
+
+async def wait_turns(
+    store: Store,
+    key: ConversationKey,
+    done: Callable[[list[Turn]], bool],
+    timeout: float = 60.0,
+    *,
+    what: str = "the turns",
+) -> list[Turn]:
+    """Poll ``key``'s stored turns (every 50 ms) until ``done(turns)``; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        turns = await stored_turns(store, key)
+        if done(turns):
+            return turns
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} in {key}; stored: {turns}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_reply(store: Store, key: ConversationKey, replies: int = 1, timeout: float = 60.0) -> Turn:
+    """The ``replies``-th assistant turn of ``key``, once it is no longer streaming (any final status)."""
+
+    def finished(turns: list[Turn]) -> bool:
+        answers = [t for t in turns if t.role == "assistant"]
+        return len(answers) >= replies and answers[replies - 1].status is not TurnStatus.STREAMING
+
+    turns = await wait_turns(store, key, finished, timeout, what=f"finished reply {replies}")
+    return [t for t in turns if t.role == "assistant"][replies - 1]

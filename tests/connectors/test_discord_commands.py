@@ -1,4 +1,4 @@
-"""Slash commands on Discord: the real app and discord.py against the wire-level fake.
+"""Slash commands on Discord: the app (scripted engine) and discord.py against the wire-level fake.
 
 Each test checks what the fake ends up showing (the original response, followups, who can see
 them) against what the core did (stored turns, channel settings), and that the deferral came
@@ -9,45 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from bot.app import Parley
 from bot.conversation import ConversationKey
 from bot.store import TurnStatus
-from connectors.discord import DiscordConnector, endpoints
+from connectors.discord import DiscordConnector
 from connectors.discord.interactions import InteractionHandle
 from plugins.core import plugin as core_plugin
 from tests.conftest import MakeSettings
-from tests.connectors.test_discord import WINDOW, _Inbox, discord_settings, finished_reply
+from tests.connectors.conftest import Inbox, essay
+from tests.connectors.test_discord import WINDOW, discord_settings
 from tests.fakes.discord import EPHEMERAL, MANAGE_GUILD, FakeDiscord, FakeInteraction
+from tests.support import ScriptedEngine, make_app, scripted_engine, wait_reply, wait_until
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeDiscord]:
-    previous = endpoints.current()  # discord.py's endpoints are process-global class attributes
-    server = FakeDiscord()
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        endpoints.restore(previous)
-
-
-async def until(condition: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.05)
+def fake(fake_discord: FakeDiscord) -> FakeDiscord:
+    return fake_discord
 
 
 async def answer(interaction: FakeInteraction, count: int = 1) -> list[dict[str, Any]]:
     """The visible answers, once there are ``count`` of them."""
-    await until(lambda: len(interaction.visible()) >= count)
+    await wait_until(lambda: len(interaction.visible()) >= count, what=f"{count} answers")
     return interaction.visible()
 
 
@@ -66,8 +51,8 @@ async def test_commands_are_registered_in_the_guilds_and_ping_answers(
     fake: FakeDiscord, make_settings: MakeSettings
 ) -> None:
     settings = make_settings(discord=discord_settings(fake, guild_ids=fake.guild_id), web={"enabled": False})
-    async with Parley(settings) as app:
-        assert app.status()["discord"] == "ready"
+    async with make_app(settings) as app:
+        assert app.status()["discord"] == "running"
         ping = await fake.use_command("ping")
         (shown,) = await answer(ping)
 
@@ -93,11 +78,12 @@ async def test_commands_are_registered_in_the_guilds_and_ping_answers(
 
 
 async def test_ask_streams_into_the_original_response(fake: FakeDiscord, make_settings: MakeSettings) -> None:
-    settings = make_settings(discord=discord_settings(fake), web={"enabled": False}, engine={"max_tokens": 160})
+    settings = make_settings(discord=discord_settings(fake), web={"enabled": False}, engine={"max_tokens": 200})
     key = ConversationKey("discord", fake.channel_id, None, "1001")
-    async with Parley(settings) as app:
+    async with make_app(settings, ScriptedEngine(lambda _: essay(150), delay=0.03)) as app:
         ask = await fake.use_command("ask", {"prompt": "Write a detailed essay about the history of sailing ships."})
-        turn = await finished_reply(app.store, key)
+        turn = await wait_reply(app.store, key)
+        engine = scripted_engine(app)
 
     assert "global" in fake.registered
     assert deferred_in_time(ask)
@@ -105,7 +91,8 @@ async def test_ask_streams_into_the_original_response(fake: FakeDiscord, make_se
     assert original is not None
     assert turn.status is TurnStatus.COMPLETE
     assert turn.message_ids == (original["id"],)
-    assert original["content"] == turn.text.rstrip()
+    assert original["content"] == turn.text.rstrip() == essay(150)
+    assert engine.prompts[-1][-1].content == "Write a detailed essay about the history of sailing ships."
     edits = [c for c in fake.edits(fake.channel_id) if c.interaction == ask.id]
     assert len(edits) >= 3, "placeholder, growing text, final text"
     assert fake.max_edits_in_window(fake.channel_id, WINDOW) <= 5
@@ -116,7 +103,7 @@ async def test_admin_commands_need_an_admin(fake: FakeDiscord, make_settings: Ma
     settings = make_settings(
         discord=discord_settings(fake), web={"enabled": False}, admins=["discord:1003"], engine={"max_tokens": 8}
     )
-    async with Parley(settings) as app:
+    async with make_app(settings) as app:
         store = app.store
         refused = await fake.use_command("system", {"text": "Talk like a pirate."})
         (refusal,) = await answer(refused)
@@ -153,7 +140,7 @@ async def test_admin_commands_need_an_admin(fake: FakeDiscord, make_settings: Ma
 
 async def test_bad_arguments_get_a_private_usage_message(fake: FakeDiscord, make_settings: MakeSettings) -> None:
     settings = make_settings(discord=discord_settings(fake), web={"enabled": False}, engine={"max_tokens": 8})
-    async with Parley(settings) as app:
+    async with make_app(settings) as app:
         wrong = await fake.use_command("scope", {"mode": "everyone"}, permissions=MANAGE_GUILD)
         (usage,) = await answer(wrong)
         extra = await fake.use_command("ping", {"loud": True})
@@ -177,16 +164,17 @@ async def test_bad_arguments_get_a_private_usage_message(fake: FakeDiscord, make
 async def test_stop_ends_a_streaming_ask(fake: FakeDiscord, make_settings: MakeSettings) -> None:
     settings = make_settings(discord=discord_settings(fake), web={"enabled": False}, engine={"max_tokens": 600})
     key = ConversationKey("discord", fake.channel_id, None, "1001")
-    async with Parley(settings) as app:
+    async with make_app(settings, ScriptedEngine(lambda _: essay(600), delay=0.05)) as app:
         ask = await fake.use_command("ask", {"prompt": "Write a long story about a dragon and a knight."})
-        await until(lambda: ask.original is not None and len(ask.original["content"]) > 20)
+        await wait_until(lambda: ask.original is not None and len(ask.original["content"]) > 20, what="streaming")
         stop = await fake.use_command("stop")
         exchange = app.chat.running[key]
-        await until(lambda: exchange.stopped, timeout=30)
+        await wait_until(lambda: exchange.stopped, what="the stop")
         await asyncio.sleep(0.5)
         written = exchange.text
-        turn = await finished_reply(app.store, key)
+        turn = await wait_reply(app.store, key)
         (stopped,) = await answer(stop)
+        assert scripted_engine(app).busy == 0  # the engine stopped generating
 
     # Checked by what was generated, not by wall-clock time (the CPU may be shared): generation
     # ended at the stop, far short of the reply's budget, and nothing came after it.
@@ -194,6 +182,7 @@ async def test_stop_ends_a_streaming_ask(fake: FakeDiscord, make_settings: MakeS
     assert turn.text == written, "nothing was generated after the stop"
     assert turn.token_count is not None
     assert turn.token_count < 300
+    assert essay(600).startswith(turn.text.rstrip())
     assert ask.original is not None
     assert ask.original["content"] == turn.text.rstrip()
     assert stopped["content"] == "Stopped."
@@ -202,7 +191,7 @@ async def test_stop_ends_a_streaming_ask(fake: FakeDiscord, make_settings: MakeS
 
 
 async def test_interactions_become_command_requests(fake: FakeDiscord) -> None:
-    inbox = _Inbox(core_plugin.router.commands)
+    inbox = Inbox(core_plugin.router.commands)
     connector = DiscordConnector(discord_settings(fake, connect_timeout=20))
     await connector.start(inbox)
     try:
@@ -230,7 +219,7 @@ async def test_interactions_become_command_requests(fake: FakeDiscord) -> None:
 async def test_answers_fill_the_original_then_follow_up(fake: FakeDiscord, caplog: pytest.LogCaptureFixture) -> None:
     # A guild the bot is not in: registration fails, is logged, and the bot still runs.
     connector = DiscordConnector(discord_settings(fake, guild_ids="12345", connect_timeout=20))
-    inbox = _Inbox(core_plugin.router.commands)
+    inbox = Inbox(core_plugin.router.commands)
     await connector.start(inbox)
     try:
         ask = await fake.use_command("ask", {"prompt": "hi"})

@@ -626,6 +626,13 @@ class FakeDiscord:
         if ws is not None:
             await self._send(ws, {"op": 7, "d": None, "s": None, "t": None})
 
+    async def end_session(self, code: int = 4004) -> None:
+        """Close the gateway connection with a code the client must not reconnect after
+        (4004 "Authentication failed", as when the bot's token is reset)."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close(code=code, message=b"Authentication failed.")
+
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
         await ws.prepare(request)
