@@ -47,7 +47,7 @@ coverage: $(STAMP) chromium
 	$(BIN)/pytest --cov=bot --cov=engine --cov=connectors --cov=plugins --cov-report=term
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
