@@ -35,13 +35,13 @@ NAMES = ("single", "concurrency", "interleave", "restart", "memory", "external")
 
 
 def table(rows: list[Row]) -> str:
-    lines = [f"{'bench':<12} {'figure':<46} {'value':>10}  {'unit':<6} {'goal':<10} {'':<4} note"]
+    lines = [f"{'bench':<12} {'figure':<52} {'value':>10}  {'unit':<6} {'goal':<10} {'':<4} note"]
     lines.append("-" * len(lines[0]))
     for row in rows:
         value = "n/a" if row.value is None or math.isnan(row.value) else f"{row.value:.2f}"
         verdict = {True: "ok", False: "MISS", None: ""}[row.ok]
         lines.append(
-            f"{row.bench:<12} {row.label:<46} {value:>10}  {row.unit:<6} {row.goal:<10} {verdict:<4} {row.note}"
+            f"{row.bench:<12} {row.label:<52} {value:>10}  {row.unit:<6} {row.goal:<10} {verdict:<4} {row.note}"
         )
     return "\n".join(lines)
 
@@ -81,7 +81,7 @@ async def main(options: Options, only: list[str], openai_model: str) -> list[Row
             found = await benches[name]()
         except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others' figures
             traceback.print_exc()
-            found = [Row(name, f"failed: {type(exc).__name__}: {exc}"[:46], None, note=str(exc)[:200])]
+            found = [Row(name, f"failed: {type(exc).__name__}: {exc}"[:52], None, note=str(exc)[:200])]
         print(table(found))
         print(f"({time.perf_counter() - started:.0f} s; {load()})", flush=True)
         rows += found
