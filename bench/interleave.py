@@ -28,7 +28,9 @@ async def run(options: Options) -> list[Row]:
     first_tokens: list[list[float]] = []
     prompt_tokens: list[list[int]] = []
     async with running(settings) as (_app, url), client() as http:
-        await ask(http, url, "Hello.", max_tokens=4)  # warm-up, in a conversation of its own
+        # Warm up in a conversation of its own, then /reset it: only the measured ones hold KV.
+        warm = await ask(http, url, "Hello.", max_tokens=4)
+        await ask(http, url, "/reset", max_tokens=1, conversation_id=warm.conversation_id)
         for turn in range(rounds):
             firsts, prompts = [], []
             for c in range(conversations):

@@ -169,6 +169,8 @@ class FakeServer:
     dialect: str
     requests: list[tuple[str, Any]] = field(default_factory=list)
     url: str = ""
+    broken: bool = False
+    """Tokenizer endpoints answer 500 (after start, say)."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
@@ -192,6 +194,8 @@ class FakeServer:
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
         body = await request.json() if request.can_read_body else None
         self.requests.append((request.path, body))
+        if self.broken and not request.path.startswith("/v1/"):
+            return web.json_response({"error": "tokenizer down"}, status=500)
         response: web.StreamResponse = await handler(request)
         return response
 
@@ -368,5 +372,17 @@ async def test_a_newest_message_too_long_for_the_context_is_refused_before_sendi
         with pytest.raises(ContextOverflow):
             await engine.generate([*conversation(1), ChatMessage("user", "word " * 300)], GREEDY).text()
         assert fake.chats() == []
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["vllm"], indirect=True)
+async def test_a_tokenizer_that_fails_later_falls_back_to_the_estimate(fake: FakeServer) -> None:
+    engine = await started(fake)
+    try:
+        fake.broken = True
+        messages = conversation(2)
+        assert await engine.count_tokens(messages) >= true_count(messages)  # the conservative estimate
+        assert await engine.generate(messages, GREEDY).text() == "Hi there"
     finally:
         await engine.stop()
