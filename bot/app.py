@@ -68,6 +68,8 @@ class Parley:
             skipped = f"; skipped: {len(self.plugin_problems)} (see errors above)" if self.plugin_problems else ""
             log.info("plugins: %s (%d commands)%s", names or "none", len(self.chat.command_list), skipped)
 
+            await self.chat.inbox.prune()
+            await self.chat.resume(self.connectors)  # queued first, answered once connectors are up
             for connector in self.connectors:
                 await connector.start(self.chat)
                 stack.push_async_callback(connector.stop)
@@ -75,7 +77,9 @@ class Parley:
 
             stack.push_async_callback(self.chat.drain, self.settings.shutdown_timeout)
             stack.push_async_callback(self._pause_intake)  # runs first on the way down
+            self.chat.open()
         except BaseException:
+            await self.chat.drain(0)  # queued answers stay in the inbox for the next start
             await stack.aclose()
             raise
         self.ready = True

@@ -26,6 +26,7 @@ from bot.conversation import CommandRequest, ConversationKey, Destination, Incom
 from bot.engine import ChatMessage, Engine, GenerationParams, Usage
 from bot.errors import ParleyError
 from bot.exchange import Exchange
+from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 SHUTDOWN_NOTICE = "Parley is restarting and cannot take this message; please send it again in a minute."
 HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def error_note(exc: BaseException) -> str:
@@ -73,10 +79,12 @@ class ChatService:
         self.engine = engine
         self.accepting = True
         self._locks = _KeyedLocks()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._queues: dict[ConversationKey, collections.deque[tuple[IncomingMessage, Connector]]] = {}
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._queues: dict[ConversationKey, collections.deque[tuple[InboxEntry, Connector | None]]] = {}
         self.running: dict[ConversationKey, Exchange] = {}
         """The reply being generated in each conversation (``/stop`` ends it)."""
+        self.inbox = Inbox(store)
+        self._opened = asyncio.Event()
         self.middlewares: list[Middleware] = []
         self.commands = CommandRunner(self, self.guard, self.key_for)
 
@@ -121,8 +129,13 @@ class ChatService:
         *,
         conversation_id: str | None = None,
         requester: str | None = None,
+        entry: int | None = None,
     ) -> AsyncIterator[Exchange]:
-        """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn."""
+        """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn.
+
+        ``entry`` is the inbox entry the reply answers: its turns are noted there, so that an
+        answer cut off by a crash can be replaced by a complete one after the restart.
+        """
         async with self._locks.hold(key):
             conversation_id = await self.store.conversation(key, create_id=conversation_id)
             history = await self.store.turns(conversation_id)
@@ -130,6 +143,8 @@ class ChatService:
             messages = self.prompt(self.system_prompt(key), history)
             messages.append(ChatMessage("user", text))
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
+            if entry is not None:
+                await self.inbox.started(entry, (user_turn, turn_id))
             reply = self.engine.generate(messages, params or self.params(), affinity=conversation_id)
             exchange = Exchange(conversation_id, turn_id, reply, self.store, requester)
             self.running[key] = exchange
@@ -224,53 +239,113 @@ class ChatService:
     async def channel_stats(self, platform: str, channel: str) -> ChannelStats:
         return await self.store.channel_stats(platform, channel)
 
-    # platform messages
+    # messages: inbox first, then one queue per conversation
 
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
-        """Queue ``message`` for an answer through ``connector``; returns at once.
+        """Take ``message`` for an answer through ``connector``; returns at once (see :meth:`receive`)."""
+        if message.addressed:
+            self.spawn(self.receive(message, connector))
+
+    async def receive(self, message: IncomingMessage, connector: Connector) -> bool:
+        """Store ``message`` in the inbox, then queue it; ``False`` if it is not taken (not addressed,
+        delivered before, or the bot is shutting down).
 
         Messages of one conversation are answered one after the other, in arrival order.
         """
         if not message.addressed:
-            return
+            return False
         if not self.accepting:
-            self.spawn(self.notify(connector, message.destination, SHUTDOWN_NOTICE))
-            return
-        key = self.key_for(message)
+            await self.notify(connector, message.destination, SHUTDOWN_NOTICE)
+            return False
+        entry = await self.inbox.add(message)
+        if entry is None:
+            log.info(
+                "%s message %s in %s came again; it is answered once",
+                message.platform,
+                message.message_id,
+                message.channel,
+            )
+            return False
+        self._enqueue(InboxEntry(entry, message, InboxState.PENDING), connector)
+        return True
+
+    async def resume(self, connectors: Sequence[Connector]) -> int:
+        """Answer what the inbox holds from before a restart, in order per conversation.
+
+        An answer that a crash cut off is answered again in full: its stored attempt leaves the
+        history, and the messages it had posted are reused for the new text. Entries of a channel
+        without a connector (the web API) are answered into the store.
+        """
+        by_platform = {connector.name: connector for connector in connectors}
+        entries = await self.inbox.open_entries()
+        for entry in entries:
+            if entry.turn_ids:
+                await self.store.supersede(entry.turn_ids)
+            self._enqueue(entry, by_platform.get(entry.message.platform))
+        if entries:
+            log.info("answering %d messages stored before the restart", len(entries))
+        return len(entries)
+
+    def _enqueue(self, entry: InboxEntry, connector: Connector | None) -> None:
+        key = self.key_for(entry.message)
         queue = self._queues.get(key)
         if queue is None:
             queue = self._queues[key] = collections.deque()
             self.spawn(self._work(key, queue))
-        queue.append((message, connector))
+        queue.append((entry, connector))
 
-    async def _work(self, key: ConversationKey, queue: collections.deque[tuple[IncomingMessage, Connector]]) -> None:
+    def open(self) -> None:
+        """Start answering: once the connectors are up (messages queue until then)."""
+        self._opened.set()
+
+    async def _work(self, key: ConversationKey, queue: collections.deque[tuple[InboxEntry, Connector | None]]) -> None:
         try:
+            await self._opened.wait()
             while queue:
-                message, connector = queue[0]
+                entry, connector = queue[0]
                 try:
-                    await self._handle(message, connector, key)
+                    await self._handle(entry, connector, key)
                 finally:
                     queue.popleft()
         finally:
             del self._queues[key]
 
-    async def _handle(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> None:
+    async def _handle(self, entry: InboxEntry, connector: Connector | None, key: ConversationKey) -> None:
+        message = entry.message
         answered = False
 
         async def answer(verdict: IncomingMessage) -> str:
             nonlocal answered
             answered = True
-            return await self.answer(verdict, connector, key)
+            if connector is None:
+                return await self.answer_quietly(verdict, key, entry.id)
+            return await self.answer(verdict, connector, key, entry)
 
         async def tell(note: str) -> None:
-            await self.notify(connector, message.destination, note)
+            if connector is not None:
+                await self.notify(connector, message.destination, note)
 
         try:
-            await self.guard(message, answer, tell, False)
+            await self.process(entry.id, message, answer, tell)
         except Exception as exc:
             log.exception("a message middleware failed on %s in %s", message.message_id, key)
             if not answered:  # after the reply, the user already has their answer
                 await tell(error_note(exc))
+
+    async def process(
+        self, entry: int, message: IncomingMessage, answer: Next, tell: Callable[[str], Awaitable[None]]
+    ) -> str | None:
+        """Answer inbox ``entry`` (holding ``message``) with ``answer`` inside the plugins' middleware.
+
+        The entry is done once this returns or raises; if it is cancelled (a shutdown that
+        outlasted its grace) it stays open and is answered after the restart.
+        """
+        await self.inbox.answering(entry)
+        try:
+            return await self.guard(message, answer, tell, False)
+        finally:
+            if not _cancelling():
+                await self.inbox.done(entry)
 
     @property
     def command_list(self) -> list[Command]:
@@ -283,24 +358,34 @@ class ChatService:
             return
         self.spawn(self.commands.run(request, ConnectorReplier(self, connector, request.reply_destination())))
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> asyncio.Task[object]:
         """Run a coroutine as a tracked task that ``drain()`` waits for."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def answer(self, message: IncomingMessage, connector: Connector, key: ConversationKey) -> str:
+    async def answer(
+        self, message: IncomingMessage, connector: Connector, key: ConversationKey, entry: InboxEntry
+    ) -> str:
         """Answer one platform message, streaming the reply into the chat; return the reply text.
 
-        The placeholder goes out at once, before waiting for an engine slot; any failure ends up
-        as a short note in that message.
+        The placeholder goes out at once, before waiting for the engine, and its id is kept in the
+        inbox entry; any failure ends up as a short note in that message.
         """
-        streamer = ReplyStreamer(connector, message.destination)
+        streamer = ReplyStreamer(connector, message.destination, resume=entry.reply_ids)
         try:
             await streamer.start()
-            async with self.exchange(key, message.text, requester=message.user) as exchange:
-                return await self.deliver(exchange, streamer)
+            await self.inbox.replied_in(entry.id, streamer.message_ids)
+            async with self.exchange(key, message.text, requester=message.user, entry=entry.id) as exchange:
+
+                async def progress(_text: str, ids: tuple[str, ...]) -> None:
+                    await exchange.save_progress(message_ids=ids)
+                    await self.inbox.replied_in(entry.id, ids)
+
+                streamer.on_progress = progress
+                await streamer.run(exchange, error_note=error_note)
+                return exchange.text
         except ParleyError as exc:
             log.warning("reply to %s in %s failed: %s", message.message_id, key, exc)
             await self._abort(streamer, exc)
@@ -308,6 +393,17 @@ class ChatService:
             log.exception("reply to %s in %s failed", message.message_id, key)
             await self._abort(streamer, exc)
         return ""
+
+    async def answer_quietly(self, message: IncomingMessage, key: ConversationKey, entry: int) -> str:
+        """Answer into the store only: a web API message whose client is gone after a restart."""
+        try:
+            async with self.exchange(key, message.text, requester=message.user, entry=entry) as exchange:
+                async for _ in exchange:
+                    pass
+                return exchange.text
+        except ParleyError as exc:
+            log.warning("stored answer to a message in %s failed: %s", key, exc)
+            return ""
 
     @staticmethod
     async def deliver(exchange: Exchange, streamer: ReplyStreamer) -> str:

@@ -58,6 +58,22 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (platform, channel)
     );
     """,
+    # 2: the durable inbox (bot/inbox.py): every message to answer, stored before anything else
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'answering', 'done')),
+        reply_ids TEXT NOT NULL DEFAULT '[]',
+        turn_ids TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE UNIQUE INDEX inbox_once ON inbox (platform, channel, message_id) WHERE message_id != '';
+    CREATE INDEX inbox_open ON inbox (state, id) WHERE state != 'done';
+    """,
 )
 
 
@@ -68,6 +84,8 @@ class TurnStatus(enum.StrEnum):
     """Cut off by a crash or shutdown."""
     STOPPED = "stopped"
     """Cancelled by a user."""
+    SUPERSEDED = "superseded"
+    """An attempt cut off by a crash, answered again in full after the restart (kept, not in prompts)."""
     FAILED = "failed"
 
 
@@ -88,6 +106,16 @@ class Conversation:
     id: str
     key: ConversationKey
     created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """One line of a conversation list: its first user message as title, last activity, turn count."""
+
+    id: str
+    title: str
+    updated_at: float
+    turn_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +242,30 @@ class Store:
         await self.db.execute("UPDATE conversations SET reset_at = ? WHERE id = ?", (time.time(), conversation_id))
         await self.db.commit()
 
+    async def conversations_of(self, platform: str, user: str, limit: int = 50) -> list[ConversationSummary]:
+        """``user``'s conversations on ``platform`` that have turns, most recently active first.
+
+        Resets are ignored: the list shows every turn, as a reopened conversation does. The title is
+        the first user message on one line, cut at 80 characters.
+        """
+        query = (
+            "SELECT c.id, MAX(t.created_at + t.seconds), COUNT(*),"
+            " (SELECT substr(u.text, 1, 400) FROM turns u"
+            "  WHERE u.conversation_id = c.id AND u.role = 'user' ORDER BY u.id LIMIT 1)"
+            " FROM conversations c JOIN turns t ON t.conversation_id = c.id"
+            " WHERE c.platform = ? AND c.user = ? AND (t.text != '' OR t.role = 'user')"
+            " GROUP BY c.id ORDER BY MAX(t.id) DESC LIMIT ?"
+        )
+        async with self.db.execute(query, (platform, user, limit)) as cursor:
+            rows = await cursor.fetchall()
+        summaries = []
+        for conversation_id, updated, count, first in rows:
+            title = " ".join((first or "").split())
+            if len(title) > 80:
+                title = title[:79].rstrip() + "…"
+            summaries.append(ConversationSummary(conversation_id, title, float(updated), int(count)))
+        return summaries
+
     # turns
 
     async def add_turn(
@@ -256,6 +308,15 @@ class Store:
             return
         assignments = ", ".join(f"{name} = ?" for name in changes)
         await self.db.execute(f"UPDATE turns SET {assignments} WHERE id = ?", (*changes.values(), turn_id))  # noqa: S608
+        await self.db.commit()
+
+    async def supersede(self, turn_ids: tuple[int, ...]) -> None:
+        """Take the turns of an answer cut off by a crash out of the history (they are answered again)."""
+        marks = ", ".join("?" * len(turn_ids))
+        await self.db.execute(
+            f"UPDATE turns SET status = ? WHERE id IN ({marks})",  # noqa: S608 - only placeholders
+            (TurnStatus.SUPERSEDED, *turn_ids),
+        )
         await self.db.commit()
 
     async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = 500) -> list[Turn]:

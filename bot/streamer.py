@@ -27,6 +27,8 @@ T = TypeVar("T")
 
 PLACEHOLDER = "…"
 EMPTY_REPLY = "(no reply)"
+CONTINUED_ABOVE = "(this reply was finished in the message above)"
+"""Replaces a message of a reply cut off by a crash that the finished reply no longer needs."""
 
 
 @dataclass(slots=True)
@@ -62,6 +64,7 @@ class ReplyStreamer:
         final_attempts: int = 4,
         final_timeout: float = 900.0,
         on_progress: Callable[[str, tuple[str, ...]], Awaitable[None]] | None = None,
+        resume: tuple[str, ...] = (),
     ) -> None:
         self._connector = connector
         self._destination = destination
@@ -75,6 +78,8 @@ class ReplyStreamer:
         self.finished = False
         self._parts: list[_Part] = []
         self._progress = _Progress()
+        self._resume = resume
+        """Ids of messages an earlier, cut-off attempt posted: the reply is written into them."""
 
     @property
     def message_ids(self) -> tuple[str, ...]:
@@ -86,6 +91,10 @@ class ReplyStreamer:
             return
         with contextlib.suppress(ParleyError):
             await self._connector.typing(self._destination)
+        if self._resume:
+            # The first message of the cut-off reply becomes this reply's; it shows unknown text.
+            self._parts.append(_Part(message=SentMessage(self._resume[0], self._destination), start=0, shown=""))
+            return
         message = await self._call(lambda: self._connector.send(self._destination, self._placeholder), final=True)
         self._parts.append(_Part(message=message, start=0, shown=self._placeholder))
 
@@ -135,6 +144,18 @@ class ReplyStreamer:
         self.finished = True
         await self._roll_over()
         await self._edit_current(final=True)
+        await self._close_leftovers()
+
+    async def _close_leftovers(self) -> None:
+        """Point the cut-off attempt's extra messages (from a rollover) at the finished reply."""
+        for message_id in self._resume[1:]:
+            if message_id in self.message_ids:
+                continue
+            part = _Part(SentMessage(message_id, self._destination), start=0, final=CONTINUED_ABOVE)
+            try:
+                await self._edit(part, final=True)
+            except ParleyError as exc:
+                log.warning("could not update %s of a resumed reply: %s", message_id, exc)
 
     async def _read(self, chunks: AsyncIterable[str]) -> None:
         progress = self._progress
@@ -174,12 +195,18 @@ class ReplyStreamer:
             if not first or len(first) > self._limit:
                 first = self._placeholder
 
-            async def send(text: str = first) -> SentMessage:
-                return await self._connector.send(self._destination, text)
+            if len(self._parts) < len(self._resume):  # the cut-off attempt already has the next message
+                part.message = SentMessage(self._resume[len(self._parts)], self._destination)
+                self._parts.append(part)
+                await self._edit(part, final=False)
+            else:
 
-            part.message = await self._call(send, final=True)
-            part.shown = first
-            self._parts.append(part)
+                async def send(text: str = first) -> SentMessage:
+                    return await self._connector.send(self._destination, text)
+
+                part.message = await self._call(send, final=True)
+                part.shown = first
+                self._parts.append(part)
             await self._report()
 
     async def _edit_current(self, *, final: bool) -> None:

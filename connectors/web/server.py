@@ -3,7 +3,9 @@
 Routes::
 
     GET  /                           the chat page (static, no build step)
+    GET  /static/...                 the page's script, styles and vendored libraries
     POST /api/chat                   ask; streams text/event-stream, or one JSON object with "stream": false
+    GET  /api/conversations          the caller's conversations, most recently active first (?limit=1..200)
     GET  /api/conversations/{id}     a conversation's turns
     GET  /healthz                    200 with component status once ready, 503 before
 
@@ -24,6 +26,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -171,7 +174,9 @@ class WebServer:
             client_max_size=settings.max_message_chars * 4 + 64 * 1024,
         )
         self.app.router.add_get("/", self._page)
+        self.app.router.add_static("/static/", Path(__file__).with_name("static"))
         self.app.router.add_post("/api/chat", self._chat)
+        self.app.router.add_get("/api/conversations", self._conversations)
         self.app.router.add_get("/api/conversations/{conversation_id}", self._conversation)
         self.app.router.add_get("/healthz", self._health)
         self._runner: web.AppRunner | None = None
@@ -248,6 +253,20 @@ class WebServer:
         }
         return web.json_response(body, status=200 if ready else 503)
 
+    async def _conversations(self, request: web.Request) -> web.Response:
+        limit = request.query.get("limit", "50")
+        if not limit.isdecimal() or not 1 <= int(limit) <= 200:
+            raise ApiError(400, "invalid_request", '"limit" must be an integer from 1 to 200')
+        found = await self.parley.store.conversations_of(PLATFORM, request[USER], int(limit))
+        return web.json_response(
+            {
+                "conversations": [
+                    {"conversation_id": c.id, "title": c.title, "updated_at": c.updated_at, "turn_count": c.turn_count}
+                    for c in found
+                ]
+            }
+        )
+
     async def _conversation(self, request: web.Request) -> web.Response:
         conversation_id = request.match_info["conversation_id"]
         await self._owned(conversation_id, request[USER])
@@ -309,6 +328,8 @@ class WebServer:
         )
         notes: list[str] = []
         response: web.StreamResponse | None = None
+        entry = await self.parley.chat.inbox.add(message)
+        assert entry is not None, "web messages carry no platform id, so they are never a redelivery"
 
         async def tell(note: str) -> None:
             notes.append(note)
@@ -317,7 +338,7 @@ class WebServer:
             nonlocal response
             params = self.parley.chat.params(max_tokens=ask.max_tokens, temperature=ask.temperature)
             exchange_cm = self.parley.chat.exchange(
-                key, verdict.text, params, conversation_id=conversation_id, requester=user
+                key, verdict.text, params, conversation_id=conversation_id, requester=user, entry=entry
             )
             if ask.stream:
                 response, text = await self._stream(request, conversation_id, exchange_cm)
@@ -333,7 +354,7 @@ class WebServer:
             )
             return exchange.text
 
-        await self.parley.chat.guard(message, answer, tell, False)
+        await self.parley.chat.process(entry, message, answer, tell)
         if response is None:
             raise ApiError(429, "rate_limited", notes[0] if notes else "too many messages; wait a little")
         return response
