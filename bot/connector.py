@@ -34,6 +34,8 @@ class ConnectorLimits:
     """Pacing of calls to one channel."""
     group_pacing: Pacing | None = None
     """Stricter pacing for group channels, where the platform has one."""
+    total_pacing: Pacing | None = None
+    """A cap on calls to all channels together, where the platform has one (Telegram: 30/s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,14 @@ class Connector(abc.ABC):
     limits: ConnectorLimits
 
     def __init__(self) -> None:
-        self.pacer = Pacer()
+        self._pacer: Pacer | None = None
+
+    @property
+    def pacer(self) -> Pacer:
+        """Paces every call the core makes through this connector (made on first use, from ``limits``)."""
+        if self._pacer is None:
+            self._pacer = Pacer(total=self.limits.total_pacing)
+        return self._pacer
 
     def pacing(self, destination: Destination) -> Pacing:
         """The pacing that applies to ``destination``."""

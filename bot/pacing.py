@@ -2,25 +2,50 @@
 
 Each connector owns one :class:`Pacer`; every send and edit the core makes through that connector
 waits on it first, keyed by channel. It enforces a minimum gap between calls, an optional cap of
-N calls per sliding window, and any wait the platform itself asked for (:meth:`Pacer.block`).
+N calls per sliding window, an optional cap on all channels together (Telegram's 30 messages a
+second per bot), and any wait the platform itself asked for (:meth:`Pacer.block`).
+
+A :class:`Pacing` states the platform's documented limit; the pacer keeps a margin below it
+(:data:`MARGIN`), so that a limit is never met exactly: the platform counts from when a call
+arrives, which is later than when it was sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import math
 from dataclasses import dataclass, field
+
+MARGIN = 0.1
+"""How far below a platform's limit the pacer stays: intervals are this much longer, window caps
+this much lower (at least one call less)."""
+ALL_CHANNELS = "\x00all"
 
 
 @dataclass(frozen=True, slots=True)
 class Pacing:
-    """How often one channel may be written to."""
+    """How often one channel may be written to: the platform's documented limit."""
 
     min_interval: float = 1.0
     """Seconds between two calls to the same channel."""
     window_calls: int | None = None
     """At most this many calls to one channel within ``window_seconds`` (``None``: no cap)."""
     window_seconds: float = 60.0
+    margin: float = MARGIN
+
+    @property
+    def interval(self) -> float:
+        """The gap the pacer keeps between two calls."""
+        return self.min_interval * (1 + self.margin)
+
+    @property
+    def cap(self) -> int | None:
+        """The calls the pacer allows per window: below the platform's cap."""
+        if self.window_calls is None:
+            return None
+        below = min(self.window_calls - 1, math.floor(self.window_calls * (1 - self.margin)))
+        return max(1, below) if self.margin > 0 else self.window_calls
 
 
 @dataclass(slots=True)
@@ -32,10 +57,12 @@ class _ChannelClock:
 
 
 class Pacer:
-    """Spaces calls per channel; waiters for one channel go in arrival order."""
+    """Spaces calls per channel, and all channels together under ``total``; waiters for one channel
+    go in arrival order."""
 
-    def __init__(self) -> None:
+    def __init__(self, total: Pacing | None = None) -> None:
         self._clocks: dict[str, _ChannelClock] = {}
+        self.total = total
 
     def _clock(self, channel: str) -> _ChannelClock:
         clock = self._clocks.get(channel)
@@ -55,28 +82,38 @@ class Pacer:
     def _ready_at(clock: _ChannelClock, pacing: Pacing, now: float) -> float:
         ready = clock.blocked_until
         if clock.last is not None:
-            ready = max(ready, clock.last + pacing.min_interval)
-        if pacing.window_calls is not None:
+            ready = max(ready, clock.last + pacing.interval)
+        cap = pacing.cap
+        if cap is not None:
             while clock.recent and clock.recent[0] <= now - pacing.window_seconds:
                 clock.recent.popleft()
-            if len(clock.recent) >= pacing.window_calls:
-                ready = max(ready, clock.recent[0] + pacing.window_seconds)
+            if len(clock.recent) >= cap:
+                ready = max(ready, clock.recent[-cap] + pacing.window_seconds)
         return ready
 
     async def acquire(self, channel: str, pacing: Pacing) -> None:
-        """Wait until a call to ``channel`` is allowed, then count one call."""
+        """Wait until a call to ``channel`` (and, under ``total``, to any channel) is allowed, then
+        count one call."""
         clock = self._clock(channel)
-        loop = asyncio.get_running_loop()
         async with clock.lock:
-            while True:
-                now = loop.time()
-                ready = self._ready_at(clock, pacing, now)
-                if ready <= now:
-                    break
-                await asyncio.sleep(ready - now)
-            clock.last = now
-            if pacing.window_calls is not None:
-                clock.recent.append(now)
+            await self._wait(clock, pacing)
+            if self.total is not None:
+                total = self._clock(ALL_CHANNELS)
+                async with total.lock:
+                    await self._wait(total, self.total)
+
+    @staticmethod
+    async def _wait(clock: _ChannelClock, pacing: Pacing) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            ready = Pacer._ready_at(clock, pacing, now)
+            if ready <= now:
+                break
+            await asyncio.sleep(ready - now)
+        clock.last = now
+        if pacing.cap is not None:
+            clock.recent.append(now)
 
     def block(self, channel: str, seconds: float) -> None:
         """Hold every call to ``channel`` for ``seconds`` (the platform's ``retry_after``)."""

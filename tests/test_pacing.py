@@ -3,6 +3,8 @@
 import asyncio
 import itertools
 
+import pytest
+
 from bot.pacing import Pacer, Pacing
 
 
@@ -27,7 +29,7 @@ async def test_minimum_interval_per_channel_and_channels_independent() -> None:
 
 async def test_window_cap() -> None:
     pacer = Pacer()
-    pacing = Pacing(min_interval=0.0, window_calls=3, window_seconds=0.2)
+    pacing = Pacing(min_interval=0.0, window_calls=3, window_seconds=0.2, margin=0)
     stamps = await times(pacer, "g", pacing, 7)
     for i in range(3, 7):
         assert stamps[i] - stamps[i - 3] >= 0.2 - 0.002
@@ -44,3 +46,29 @@ async def test_block_holds_the_channel() -> None:
     await pacer.acquire("c", pacing)
     assert loop.time() - start >= 0.15 - 0.002
     assert pacer.delay("other", pacing) == 0
+
+
+async def test_a_limit_is_never_met_exactly() -> None:
+    """20 calls a minute (Telegram groups) allows 18; a 1 s interval becomes 1.1 s."""
+    group = Pacing(min_interval=1.0, window_calls=20, window_seconds=60.0)
+    assert group.cap == 18
+    assert group.interval == pytest.approx(1.1)
+    assert Pacing(window_calls=5, window_seconds=5.0).cap == 4  # Discord's 5 per 5 s
+    assert Pacing(window_calls=1).cap == 1
+    assert Pacing(window_calls=20, margin=0).cap == 20
+
+    pacer = Pacer()
+    fast = Pacing(min_interval=0.0, window_calls=5, window_seconds=0.3)
+    stamps = await times(pacer, "g", fast, 9)
+    # In any sliding 0.3 s window at most 4 calls (the cap less the margin), never 5.
+    for i in range(4, 9):
+        assert stamps[i] - stamps[i - 4] >= 0.3 - 0.002
+
+
+async def test_a_total_cap_spans_all_channels() -> None:
+    pacer = Pacer(total=Pacing(min_interval=0.0, window_calls=5, window_seconds=0.3))
+    per_channel = Pacing(min_interval=0.0)
+    series = await asyncio.gather(*(times(pacer, f"c{i}", per_channel, 3) for i in range(3)))
+    stamps = sorted(t for s in series for t in s)
+    for i in range(4, len(stamps)):
+        assert stamps[i] - stamps[i - 4] >= 0.3 - 0.002
