@@ -27,6 +27,7 @@ from bot.engine import ChatMessage, Engine, GenerationParams, Usage
 from bot.errors import ParleyError
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
+from bot.logs import reply_context
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -149,19 +150,20 @@ class ChatService:
             exchange = Exchange(conversation_id, turn_id, reply, self.store, requester)
             self.running[key] = exchange
             status = TurnStatus.FAILED
-            try:
-                yield exchange
-                status = TurnStatus.COMPLETE
-            except asyncio.CancelledError:
-                status = TurnStatus.INTERRUPTED
-                raise
-            finally:
-                if exchange.stopped:
-                    status = TurnStatus.STOPPED
-                del self.running[key]
-                await reply.aclose()
-                usage = reply.usage
-                await asyncio.shield(self._finish(exchange, user_turn, status, usage))
+            with reply_context(conversation_id=conversation_id):
+                try:
+                    yield exchange
+                    status = TurnStatus.COMPLETE
+                except asyncio.CancelledError:
+                    status = TurnStatus.INTERRUPTED
+                    raise
+                finally:
+                    if exchange.stopped:
+                        status = TurnStatus.STOPPED
+                    del self.running[key]
+                    await reply.aclose()
+                    usage = reply.usage
+                    await asyncio.shield(self._finish(exchange, user_turn, status, usage))
 
     def running_for(self, key: ConversationKey, user: str) -> Exchange | None:
         """The reply running in ``key``, else one ``user`` asked for elsewhere in the same channel.
@@ -326,7 +328,8 @@ class ChatService:
                 await self.notify(connector, message.destination, note)
 
         try:
-            await self.process(entry.id, message, answer, tell)
+            with reply_context(platform=message.platform, message_id=message.message_id or str(entry.id)):
+                await self.process(entry.id, message, answer, tell)
         except Exception as exc:
             log.exception("a message middleware failed on %s in %s", message.message_id, key)
             if not answered:  # after the reply, the user already has their answer

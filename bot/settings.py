@@ -200,6 +200,8 @@ class Settings(BaseSettings):
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     admins: CommaList = Field(default_factory=list)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line (python-json-logger)."""
     shutdown_timeout: float = Field(30.0, ge=0)
 
     _split = field_validator("admins", mode="before")(_split_list)

@@ -36,6 +36,7 @@ from bot.app import Parley
 from bot.conversation import CommandRequest, ConversationKey, IncomingMessage
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
 from bot.exchange import Exchange
+from bot.logs import reply_context
 from bot.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -354,7 +355,8 @@ class WebServer:
             )
             return exchange.text
 
-        await self.parley.chat.process(entry, message, answer, tell)
+        with reply_context(platform=PLATFORM, conversation_id=conversation_id, message_id=str(entry)):
+            await self.parley.chat.process(entry, message, answer, tell)
         if response is None:
             raise ApiError(429, "rate_limited", notes[0] if notes else "too many messages; wait a little")
         return response
