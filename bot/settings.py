@@ -30,15 +30,38 @@ def _split_list(value: object) -> object:
 CommaList = Annotated[list[str], NoDecode]
 
 
+def _default_threads() -> int:
+    """Cores for llama.cpp, leaving one for the event loop on small machines (oversubscription
+    stalls every thread); past 4 logical CPUs assume two hardware threads per core and use the cores."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(16, cpus - 1 if cpus <= 4 else cpus // 2))
+
+
 class EngineSettings(BaseModel):
     backend: Literal["local", "openai"] = "local"
     model_path: Path | None = None
     n_ctx: int = Field(2048, ge=256, le=1_048_576)
-    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=512)
+    """Tokens of context per conversation (local: per sequence; the context holds ``parallel`` of them)."""
+    threads: int = Field(default_factory=_default_threads, ge=1, le=512)
     concurrency: int = Field(1, ge=1, le=64)
+    """OpenAI backend: requests in flight. The local engine uses ``parallel``."""
+    parallel: int = Field(8, ge=1, le=256)
+    """Local: sequences decoded together in one context (replies at once)."""
+    queue_size: int = Field(32, ge=0)
+    """Local: requests that may wait for a sequence; beyond it the engine answers busy at once."""
+    prompt_chunk: int = Field(256, ge=16, le=8192)
+    """Local: prompt tokens decoded per step, so a long new prompt does not stall running replies."""
+    kv_cache_mb: int = Field(256, ge=0)
+    """Local: RAM for saved conversation states (KV) that lost their sequence."""
+    kv_cache_dir: Path | None = None
+    """Local: a directory for states evicted from RAM and kept across restarts."""
+    kv_cache_dir_mb: int = Field(2048, ge=0)
     max_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repeat_penalty: float = Field(1.1, gt=0.0, le=3.0)
+    """Local: penalty on tokens repeated from the reply's last ``repeat_last_n`` (1.0: off)."""
+    repeat_last_n: int = Field(64, ge=0, le=4096)
     seed: int | None = None
     queue_timeout: float = Field(120.0, gt=0)
     base_url: str = "http://127.0.0.1:8000/v1"

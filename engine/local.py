@@ -1,53 +1,34 @@
-"""The in-process engine: llama-cpp-python on a local GGUF file.
+"""The in-process engine: llama.cpp on a local GGUF file, many replies batched in one context.
 
-A ``Llama`` object runs one sequence at a time and is not thread-safe, so the engine keeps one per
-concurrency slot (the weights are memory-mapped, so extra slots share them and cost only their
-context). A reply waits on an ``asyncio.Semaphore`` for a slot, then runs the blocking generator in
-a worker thread that hands each piece of text back through the event loop. The slot that last
-served a conversation is preferred for its next turn: llama.cpp reuses the longest common prefix
-with what it evaluated last, so that turn reads only the new tokens.
+The model is loaded once and one context holds ``parallel`` sequences of ``n_ctx`` tokens each; a
+:class:`~engine.scheduler.Scheduler` drives it from one worker thread (continuous batching, prompt
+chunks, per-conversation KV kept and saved; see there). This module is the asyncio side: it fits
+the history to the context, hands the request over, waits for a place (at most ``queue_timeout``)
+and relays the text deltas that the worker posts through ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
+import hashlib
+import json
 import logging
-import threading
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
-import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
+from bot.engine import ChatMessage, Engine, GenerationParams, Reply
 from bot.errors import ContextOverflow, EngineBusy, EngineError
-from engine.base import ChatMessage, Engine, GenerationParams, Reply
+from bot.settings import EngineSettings
+from engine.kvcache import KVCache
+from engine.llama import VERSION, Context, LlamaError, Model
+from engine.scheduler import DONE, STARTED, EngineStats, Request, Scheduler
 
 log = logging.getLogger(__name__)
 
-_DONE = object()
 TEMPLATE_TOKENS = 5
 """Tokens a chat template adds around one message (role markers, separators): an estimate."""
-
-
-@dataclass(frozen=True, slots=True)
-class LocalEngineConfig:
-    model_path: Path
-    n_ctx: int = 2048
-    threads: int = 2
-    concurrency: int = 1
-    queue_timeout: float = 120.0
-    seed: int | None = None
-
-
-@dataclass(slots=True)
-class _Slot:
-    llm: llama_cpp.Llama
-    affinity: str | None = None
+MB = 1024 * 1024
 
 
 class LocalEngine(Engine):
@@ -55,106 +36,116 @@ class LocalEngine(Engine):
 
     name = "local"
 
-    def __init__(self, config: LocalEngineConfig) -> None:
-        self.config = config
-        self._slots: list[_Slot] = []
-        self._free: list[_Slot] = []
-        self._semaphore = asyncio.Semaphore(config.concurrency)
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._formatter: Jinja2ChatFormatter | None = None
+    def __init__(self, settings: EngineSettings) -> None:
+        if settings.model_path is None:
+            raise EngineError("the local engine needs PARLEY_ENGINE__MODEL_PATH")
+        self.settings = settings
+        self.model_path: Path = settings.model_path
+        self._model: Model | None = None
+        self._scheduler: Scheduler | None = None
         self._state = "stopped"
 
     @property
     def context_size(self) -> int:
-        return self.config.n_ctx
+        return self.settings.n_ctx
 
     @property
     def model_name(self) -> str:
-        return self.config.model_path.name
+        return self.model_path.name
 
     def status(self) -> str:
         return self._state
 
+    @property
+    def stats(self) -> EngineStats:
+        """Counters of the running engine (all zero when stopped)."""
+        return self._scheduler.stats() if self._scheduler is not None else EngineStats()
+
+    @property
+    def cache(self) -> KVCache | None:
+        """The saved-state cache (for tests and diagnostics)."""
+        return self._scheduler.cache if self._scheduler is not None else None
+
     async def start(self) -> None:
+        if self._scheduler is not None:
+            return
         self._state = "loading"
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.config.concurrency, thread_name_prefix="llama"
-        )
-        loop = asyncio.get_running_loop()
         try:
-            for _ in range(self.config.concurrency):
-                llm = await loop.run_in_executor(self._executor, self._load)
-                self._slots.append(_Slot(llm))
-        except (ValueError, OSError, RuntimeError) as exc:
-            await self.stop()
-            raise EngineError(f"cannot load model {str(self.config.model_path)!r}: {exc}") from exc
-        self._free = list(self._slots)
-        self._formatter = self._make_formatter(self._slots[0].llm)
+            self._scheduler = await asyncio.to_thread(self._load)
+        except (LlamaError, OSError, ValueError) as exc:
+            self._state = "failed"
+            raise EngineError(f"cannot load model {str(self.model_path)!r}: {exc}") from exc
+        self._scheduler.start()
         self._state = "ready"
 
-    def _load(self) -> llama_cpp.Llama:
-        kwargs: dict[str, Any] = {
-            "model_path": str(self.config.model_path),
-            "n_ctx": self.config.n_ctx,
-            "n_threads": self.config.threads,
-            "n_threads_batch": self.config.threads,
-            "verbose": False,
-        }
-        if self.config.seed is not None:
-            kwargs["seed"] = self.config.seed
-        return llama_cpp.Llama(**kwargs)
-
-    @staticmethod
-    def _make_formatter(llm: llama_cpp.Llama) -> Jinja2ChatFormatter:
-        template = llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise EngineError("the model has no chat template (tokenizer.chat_template) in its GGUF metadata")
-
-        def token_text(token_id: int) -> str:
-            return llm.detokenize([token_id], special=True).decode("utf-8", errors="ignore") if token_id >= 0 else ""
-
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=token_text(llm.token_eos()),
-            bos_token=token_text(llm.token_bos()),
-            stop_token_ids=[llm.token_eos()],
+    def _load(self) -> Scheduler:
+        s = self.settings
+        model = Model(self.model_path)
+        try:
+            context = Context(
+                model, n_ctx_seq=s.n_ctx, n_seq=s.parallel, n_batch=s.prompt_chunk + s.parallel, threads=s.threads
+            )
+        except LlamaError:
+            model.close()
+            raise
+        disk = s.kv_cache_dir_mb * MB if s.kv_cache_dir is not None else 0
+        cache = KVCache(self._namespace(context), s.kv_cache_mb * MB, s.kv_cache_dir, disk)
+        self._model = model
+        return Scheduler(
+            model,
+            context,
+            cache,
+            parallel=s.parallel,
+            prompt_chunk=s.prompt_chunk,
+            queue_size=s.queue_size,
+            repeat_penalty=s.repeat_penalty,
+            repeat_last_n=s.repeat_last_n,
         )
 
+    def _namespace(self, context: Context) -> str:
+        """Names the model file and the context shape, so a saved state only ever meets its own kind."""
+        stat = self.model_path.stat()
+        identity = {"model": self.model_path.name, "size": stat.st_size, "mtime": stat.st_mtime_ns}
+        identity |= context.config | {"llama_cpp": VERSION}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
     async def stop(self) -> None:
+        scheduler, self._scheduler = self._scheduler, None
         self._state = "stopped"
-        if self._executor is not None:
-            executor, self._executor = self._executor, None
-            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
-        for slot in self._slots:
-            slot.llm.close()
-        self._slots.clear()
-        self._free.clear()
+        if scheduler is not None:
+            await asyncio.to_thread(scheduler.stop)
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    def forget(self, affinity: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.forget(affinity)
 
     # prompts
 
-    def _tokens(self, llm: llama_cpp.Llama, messages: Sequence[ChatMessage]) -> list[int]:
-        if self._formatter is None:
+    def _require_model(self) -> Model:
+        if self._model is None or self._scheduler is None:
             raise EngineError("the engine is not started")
-        formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])  # type: ignore[misc]
-        return llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
+        return self._model
 
-    def _fit(self, llm: llama_cpp.Llama, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[int], int]:
+    def _fit(self, model: Model, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[int], int]:
         """Drop the oldest history until the prompt leaves room for ``max_tokens``.
 
         One pass over per-message token counts picks the cut (so a long history costs one
         tokenization per message, not one of the whole prompt per dropped message); the full
         prompt is then tokenized once, and the rare miss drops one more message.
         """
-        budget = self.config.n_ctx - max_tokens
+        budget = self.settings.n_ctx - max_tokens
         system = [m for m in messages[:1] if m.role == "system"]
         rest = list(messages[len(system) :])
-        tokens = self._tokens(llm, system + rest)
+        tokens = model.prompt(system + rest)
         if len(tokens) <= budget:
             return tokens, 0
-        overhead = len(self._tokens(llm, system))
+        overhead = len(model.prompt(system)) if system else 0
         keep = 0
         for message in reversed(rest):
-            cost = len(llm.tokenize(message.content.encode("utf-8"), add_bos=False)) + TEMPLATE_TOKENS
+            cost = len(model.tokenize(message.content)) + TEMPLATE_TOKENS
             if overhead + cost > budget and keep > 0:
                 break
             overhead += cost
@@ -163,20 +154,19 @@ class LocalEngine(Engine):
         while True:
             while start < len(rest) - 1 and rest[start].role != "user":
                 start += 1
-            tokens = self._tokens(llm, system + rest[start:])
+            tokens = model.prompt(system + rest[start:])
             if len(tokens) <= budget:
                 return tokens, start
             if start >= len(rest) - 1:
                 raise ContextOverflow(
-                    f"prompt of {len(tokens)} tokens does not fit {budget} (n_ctx {self.config.n_ctx} - "
+                    f"prompt of {len(tokens)} tokens does not fit {budget} (n_ctx {self.settings.n_ctx} - "
                     f"max_tokens {max_tokens})"
                 )
             start += 1
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
-        if not self._slots:
-            raise EngineError("the engine is not started")
-        return len(await asyncio.to_thread(self._tokens, self._slots[0].llm, messages))
+        model = self._require_model()
+        return len(await asyncio.to_thread(model.prompt, messages))
 
     # generation
 
@@ -185,107 +175,41 @@ class LocalEngine(Engine):
     ) -> Reply:
         return Reply(lambda reply: self._stream(reply, list(messages), params, affinity))
 
-    @contextlib.asynccontextmanager
-    async def _slot(self, affinity: str | None) -> AsyncIterator[_Slot]:
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.config.queue_timeout)
-        except TimeoutError:
-            raise EngineBusy(f"no engine slot free within {self.config.queue_timeout:.0f}s") from None
-        slot = next((s for s in self._free if affinity is not None and s.affinity == affinity), self._free[0])
-        self._free.remove(slot)
-        try:
-            yield slot
-        finally:
-            slot.affinity = affinity
-            self._free.append(slot)
-            self._semaphore.release()
-
     async def _stream(
         self, reply: Reply, messages: list[ChatMessage], params: GenerationParams, affinity: str | None
     ) -> AsyncIterator[str]:
-        if self._executor is None:
+        model = self._require_model()
+        usage = reply.usage
+        tokens, usage.dropped_messages = await asyncio.to_thread(self._fit, model, messages, params.max_tokens)
+        usage.prompt_tokens = len(tokens)
+        scheduler = self._scheduler
+        if scheduler is None:
             raise EngineError("the engine is not started")
+        if reply.cancelled:
+            usage.finish_reason = "cancelled"
+            return
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
-        stop = threading.Event()
-        reply.on_cancel.append(stop.set)
 
-        def put(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+        def emit(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
+                loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        async with self._slot(affinity) as slot:
-            if reply.cancelled:
-                reply.usage.finish_reason = "cancelled"
-                return
-            job = loop.run_in_executor(self._executor, self._produce, slot.llm, messages, params, reply, stop, put)
-            try:
-                while True:
-                    item = await queue.get()
-                    if item is _DONE:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item  # type: ignore[misc]
-            finally:
-                stop.set()
-                # The slot's Llama is busy until the thread returns; keep the slot until then.
-                await asyncio.shield(job)
-
-    def _produce(
-        self,
-        llm: llama_cpp.Llama,
-        messages: list[ChatMessage],
-        params: GenerationParams,
-        reply: Reply,
-        stop: threading.Event,
-        put: Callable[[object], None],
-    ) -> None:
-        usage = reply.usage
-        sampled = 0
-
-        def count(_ids: object, _logits: object) -> bool:
-            nonlocal sampled
-            sampled += 1
-            return stop.is_set()
-
+        request = Request(tokens, params, affinity, emit, usage)
+        reply.on_cancel.append(lambda: scheduler.cancel(request))
+        scheduler.submit(request)
         try:
-            tokens, usage.dropped_messages = self._fit(llm, messages, params.max_tokens)
-            usage.prompt_tokens = len(tokens)
-            started = time.perf_counter()
-            kwargs: dict[str, Any] = {
-                "max_tokens": params.max_tokens,
-                "temperature": params.temperature,
-                "top_p": params.top_p,
-                "stream": True,
-                "stop": self._formatter.eos_token if self._formatter else None,
-                "stopping_criteria": llama_cpp.StoppingCriteriaList([count]),
-            }
-            if params.seed is not None:
-                kwargs["seed"] = params.seed
-            stream = llm.create_completion(tokens, **kwargs)
-            finish: str | None = None
             try:
-                for chunk in stream:
-                    if stop.is_set():
-                        finish = "cancelled"
-                        break
-                    choice: dict[str, Any] = chunk["choices"][0]  # type: ignore[index,assignment]
-                    if choice["text"]:
-                        put(choice["text"])
-                    finish = choice["finish_reason"] or finish
-            finally:
-                stream.close()  # type: ignore[union-attr]
-            if stop.is_set():
-                finish = "cancelled"
-            usage.finish_reason = finish or "stop"
-            # The stopping check runs once per sampled token, the end-of-turn token included; that
-            # one is not part of the reply.
-            ended_by_model = usage.finish_reason != "length"
-            usage.completion_tokens = max(0, min(sampled - ended_by_model, params.max_tokens))
-            usage.seconds = time.perf_counter() - started
-            put(_DONE)
-        except EngineError as exc:
-            put(exc)
-        except Exception as exc:  # llama.cpp raises plain exceptions; report them typed
-            log.exception("generation failed")
-            put(EngineError(f"generation failed: {exc}"))
+                item = await asyncio.wait_for(queue.get(), self.settings.queue_timeout)
+            except TimeoutError:
+                if scheduler.withdraw(request):
+                    raise EngineBusy(f"no engine place free within {self.settings.queue_timeout:.0f}s") from None
+                item = await queue.get()
+            while item is not DONE:
+                if isinstance(item, BaseException):
+                    raise item
+                if item is not STARTED:
+                    yield item  # type: ignore[misc]
+                item = await queue.get()
+        finally:
+            scheduler.cancel(request)  # a no-op once it is done

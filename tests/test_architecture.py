@@ -164,7 +164,7 @@ def test_only_the_local_engine_imports_llama_cpp() -> None:
         for path in python_files("connectors", "engine")
         if "llama_cpp" in {top(name) for name in imported_modules(path)}
     ]
-    assert users == ["engine/local.py"]
+    assert users == ["engine/llama.py"]
 
 
 def test_the_checker_sees_lazy_relative_and_type_checking_imports() -> None:

@@ -1,0 +1,437 @@
+"""Continuous batching: one worker thread drives one llama.cpp context for every reply at once.
+
+Each step is one ``llama_decode`` holding the next token of every generating sequence plus up to
+``prompt_chunk`` prompt tokens of sequences that are starting, so a long new prompt delays the
+replies already streaming by one bounded step, not by its whole length. A request joins at the
+next step; a cancelled one leaves at the next step and frees its place.
+
+A *place* is one of the context's sequences. After a reply it keeps the conversation's KV
+(``owner``), so the next turn decodes only the tokens after the longest common prefix. When a
+place is needed for another conversation, its state goes to the :class:`~engine.kvcache.KVCache`
+and comes back (into any place) on that conversation's next turn. A state that does not load is
+discarded and the prompt read again.
+
+Requests and results cross threads in two ways only: ``submit``/``cancel``/``forget``/``withdraw``
+take a lock and wake the worker, and each request's ``emit`` (``loop.call_soon_threadsafe``)
+carries :data:`STARTED`, text deltas, then :data:`DONE` or an exception to its consumer.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bot.engine import GenerationParams, Usage
+from bot.errors import EngineBusy, EngineError
+from engine.kvcache import KVCache, SavedState
+from engine.llama import Batch, Context, Model, Sampler
+
+log = logging.getLogger(__name__)
+
+STARTED = object()
+"""Emitted when a request gets its place (the queue wait is over)."""
+DONE = object()
+"""Emitted last, after ``usage`` is complete."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """Counters since start-up (a snapshot): what the KV cache saved and what was decoded."""
+
+    active: int = 0
+    queued: int = 0
+    requests: int = 0
+    kv_hits: int = 0
+    """Turns that continued from their conversation's own KV (in a place, RAM or disk)."""
+    kv_misses: int = 0
+    """Turns of a conversation whose KV was not kept (first turn, forgotten, evicted, changed prefix)."""
+    kv_restores_ram: int = 0
+    kv_restores_disk: int = 0
+    kv_load_failures: int = 0
+    kv_saves: int = 0
+    kv_ram_bytes: int = 0
+    kv_ram_entries: int = 0
+    kv_disk_bytes: int = 0
+    kv_disk_entries: int = 0
+    prompt_tokens: int = 0
+    """Prompt tokens of all requests, as if nothing were cached."""
+    prompt_tokens_decoded: int = 0
+    """Prompt tokens actually decoded (the rest came from kept KV)."""
+    completion_tokens: int = 0
+    steps: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class Request:
+    """One reply to generate: ``tokens`` is the prompt, already fitted to the context."""
+
+    tokens: list[int]
+    params: GenerationParams
+    affinity: str | None
+    emit: Callable[[object], None]
+    usage: Usage
+    cancelled: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class _Place:
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+    """Tokens whose KV the sequence holds, position 0 first."""
+    owner: str | None = None
+    last_used: float = 0.0
+    job: _Job | None = None
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    request: Request
+    place: _Place
+    sampler: Sampler
+    pending: list[int]
+    """Prompt tokens still to decode."""
+    keep: bool = True
+    """Whether the place keeps the conversation's KV afterwards (``forget`` clears it)."""
+    next_token: int | None = None
+    generated: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    text: codecs.BufferedIncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace")
+    )
+
+
+class Scheduler:
+    """Owns ``context`` from its worker thread; see the module docstring."""
+
+    def __init__(
+        self,
+        model: Model,
+        context: Context,
+        cache: KVCache,
+        *,
+        parallel: int,
+        prompt_chunk: int,
+        queue_size: int,
+        repeat_penalty: float,
+        repeat_last_n: int,
+    ) -> None:
+        self.model = model
+        self.context = context
+        self.cache = cache
+        self.parallel = parallel
+        self.prompt_chunk = prompt_chunk
+        self.queue_size = queue_size
+        self.repeat_penalty = repeat_penalty
+        self.repeat_last_n = repeat_last_n
+        self._places = [_Place(seq) for seq in range(parallel)]
+        self._jobs: list[_Job] = []  # in admission order
+        self._batch = Batch(prompt_chunk + parallel)
+        self._lock = threading.Condition()
+        self._waiting: deque[Request] = deque()
+        self._forgotten: list[str] = []
+        self._running = 0
+        self._stopping = False
+        self._counts: dict[str, int] = dict.fromkeys(
+            [
+                "requests",
+                "kv_hits",
+                "kv_misses",
+                "kv_restores_ram",
+                "kv_restores_disk",
+                "kv_load_failures",
+                "kv_saves",
+                "prompt_tokens",
+                "prompt_tokens_decoded",
+                "completion_tokens",
+                "steps",
+            ],
+            0,
+        )
+        self._thread = threading.Thread(target=self._run, name="llama-scheduler", daemon=True)
+
+    # any thread
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: Request) -> None:
+        """Queue ``request``; ``EngineBusy`` at once when every place is taken and the queue is full."""
+        with self._lock:
+            if self._stopping:
+                raise EngineError("the engine is stopping")
+            if self._running + len(self._waiting) >= self.parallel + self.queue_size:
+                raise EngineBusy(f"the engine is busy: {self.parallel} replies running, {self.queue_size} waiting")
+            self._waiting.append(request)
+            self._lock.notify()
+
+    def withdraw(self, request: Request) -> bool:
+        """Take ``request`` out of the queue; ``False`` if it already has a place (or ended)."""
+        with self._lock:
+            try:
+                self._waiting.remove(request)
+            except ValueError:
+                return False
+            return True
+
+    def cancel(self, request: Request) -> None:
+        with self._lock:
+            request.cancelled = True
+            self._lock.notify()
+
+    def forget(self, affinity: str) -> None:
+        with self._lock:
+            self._forgotten.append(affinity)
+            self._lock.notify()
+
+    def stop(self) -> None:
+        """End every reply (``cancelled``), keep the places' states in the cache, release the context."""
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def stats(self) -> EngineStats:
+        with self._lock:
+            queued = len(self._waiting)
+            active = self._running
+        return EngineStats(
+            active=active,
+            queued=queued,
+            kv_ram_bytes=self.cache.ram_used,
+            kv_ram_entries=self.cache.ram_entries,
+            kv_disk_bytes=self.cache.disk_used,
+            kv_disk_entries=self.cache.disk_entries,
+            **self._counts,
+        )
+
+    # the worker thread
+
+    def _run(self) -> None:
+        try:
+            while self._next():
+                try:
+                    self._step()
+                except Exception as exc:  # a bug or llama.cpp failure must not leave replies hanging
+                    log.exception("decoding step failed")
+                    for job in list(self._jobs):
+                        self._fail(job, EngineError(f"generation failed: {exc}"))
+        finally:
+            self._shutdown()
+
+    def _next(self) -> bool:
+        """Wait for work; apply forgets, drop cancelled jobs, admit requests. ``False``: stop."""
+        with self._lock:
+            while not (self._stopping or self._forgotten or self._jobs or self._waiting):
+                self._lock.wait()
+            if self._stopping:
+                return False
+            forgotten, self._forgotten = self._forgotten, []
+            admitted = []
+            while self._waiting and self._running < self.parallel:
+                admitted.append(self._waiting.popleft())
+                self._running += 1
+        for affinity in forgotten:
+            self._forget(affinity)
+        for job in list(self._jobs):
+            if job.request.cancelled:
+                self._finish(job, "cancelled")
+        for request in admitted:
+            try:
+                self._admit(request)
+            except Exception as exc:
+                log.exception("cannot start a reply")
+                self._release()
+                request.emit(EngineError(f"generation failed: {exc}"))
+        return True
+
+    def _forget(self, affinity: str) -> None:
+        self.cache.discard(affinity)
+        for place in self._places:
+            if place.owner == affinity:
+                place.owner = None
+            if place.job is not None and place.job.request.affinity == affinity:
+                place.job.keep = False
+
+    def _admit(self, request: Request) -> None:
+        if request.cancelled:
+            self._release()
+            request.usage.finish_reason = "cancelled"
+            request.emit(DONE)
+            return
+        affinity = request.affinity
+        place, own = self._place_for(affinity)
+        if not own and affinity is not None:
+            own = self._restore(place, affinity)
+        keep = _common_prefix(place.tokens, request.tokens)
+        keep = min(keep, len(request.tokens) - 1)  # the last prompt token is decoded again, for its logits
+        self.context.truncate(place.seq, keep)
+        del place.tokens[keep:]
+        self._counts["requests"] += 1
+        self._counts["prompt_tokens"] += len(request.tokens)
+        if affinity is not None:
+            self._counts["kv_hits" if own and keep > 0 else "kv_misses"] += 1
+        params = request.params
+        sampler = Sampler(
+            self.model,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed,
+            penalty=self.repeat_penalty,
+            last_n=self.repeat_last_n,
+        )
+        job = _Job(request, place, sampler, request.tokens[keep:])
+        place.job = job
+        place.owner = affinity
+        self._jobs.append(job)
+        request.emit(STARTED)
+
+    def _place_for(self, affinity: str | None) -> tuple[_Place, bool]:
+        """A free place: the one holding ``affinity``'s KV if any (``True``), else the emptiest, oldest one."""
+        free = [place for place in self._places if place.job is None]
+        if affinity is not None:
+            mine = [place for place in free if place.owner == affinity]
+            if mine:
+                return max(mine, key=lambda place: place.last_used), True
+        # Unowned places first (nothing to save), then the least recently used; low ids break ties,
+        # which keeps the ids in use dense.
+        place = min(free, key=lambda place: (place.owner is not None, place.last_used, place.seq))
+        if place.owner is not None and place.tokens:
+            self.cache.put(place.owner, SavedState(tuple(place.tokens), self.context.save(place.seq)))
+            self._counts["kv_saves"] += 1
+        place.owner = None
+        return place, False
+
+    def _restore(self, place: _Place, affinity: str) -> bool:
+        found = self.cache.take(affinity)
+        if found is None:
+            return False
+        saved, tier = found
+        if not self.context.load(place.seq, saved.state):
+            log.warning("the saved KV state of %s did not load; reading its history again", affinity)
+            self.cache.discard(affinity)
+            place.tokens = []
+            self._counts["kv_load_failures"] += 1
+            return False
+        place.tokens = list(saved.tokens)
+        self._counts["kv_restores_" + tier] += 1
+        return True
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        sample: list[tuple[_Job, int]] = []
+        batched: list[_Job] = []
+        for job in sorted(self._jobs, key=lambda job: job.place.seq):
+            if job.next_token is not None:
+                place = job.place
+                sample.append((job, batch.add(job.next_token, len(place.tokens), place.seq, logits=True)))
+                place.tokens.append(job.next_token)
+                job.next_token = None
+                batched.append(job)
+        budget = self.prompt_chunk
+        for job in self._jobs:
+            if budget == 0:
+                break
+            if not job.pending:
+                continue
+            place, chunk = job.place, job.pending[:budget]
+            job.pending = job.pending[len(chunk) :]
+            last = len(chunk) - 1
+            for i, token in enumerate(chunk):
+                index = batch.add(token, len(place.tokens) + i, place.seq, logits=i == last and not job.pending)
+            place.tokens.extend(chunk)
+            batched.append(job)
+            budget -= len(chunk)
+            self._counts["prompt_tokens_decoded"] += len(chunk)
+            if not job.pending:
+                sample.append((job, index))
+        if not len(batch):
+            return
+        self._counts["steps"] += 1
+        status = self.context.decode(batch)
+        if status != 0:
+            for job in batched:
+                self._fail(job, EngineError(f"llama_decode failed ({status})"))
+            return
+        for job, index in sample:
+            self._accept(job, job.sampler.sample(self.context, index))
+
+    def _accept(self, job: _Job, token: int) -> None:
+        if self.model.is_end(token):
+            self._finish(job, "stop")
+            return
+        job.generated += 1
+        text = job.text.decode(self.model.piece(token))
+        if text:
+            job.request.emit(text)
+        if job.generated >= job.request.params.max_tokens:
+            self._finish(job, "length")
+        else:
+            job.next_token = token
+
+    def _finish(self, job: _Job, reason: str) -> None:
+        rest = job.text.decode(b"", final=True)
+        if rest and reason != "cancelled":
+            job.request.emit(rest)
+        usage = job.request.usage
+        usage.completion_tokens = job.generated
+        usage.finish_reason = reason
+        usage.seconds = time.perf_counter() - job.started
+        self._counts["completion_tokens"] += job.generated
+        self._end(job)
+        job.request.emit(DONE)
+
+    def _fail(self, job: _Job, error: EngineError) -> None:
+        # Its KV may be half written: empty the place so nothing reuses it.
+        self.context.truncate(job.place.seq, 0)
+        job.place.tokens = []
+        job.keep = False
+        self._end(job)
+        job.request.emit(error)
+
+    def _end(self, job: _Job) -> None:
+        job.sampler.close()
+        place = job.place
+        place.job = None
+        place.last_used = time.monotonic()
+        if not job.keep:
+            place.owner = None
+        self._jobs.remove(job)
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._running -= 1
+
+    def _shutdown(self) -> None:
+        for job in list(self._jobs):
+            self._finish(job, "cancelled")
+        with self._lock:
+            waiting, self._waiting = list(self._waiting), deque()
+            self._stopping = True
+        for request in waiting:
+            request.usage.finish_reason = "cancelled"
+            request.emit(DONE)
+        try:
+            if self.cache.persistent:  # keep the conversations for the next start
+                for place in self._places:
+                    if place.owner is not None and place.tokens:
+                        self.cache.put(place.owner, SavedState(tuple(place.tokens), self.context.save(place.seq)))
+                self.cache.flush()
+        finally:
+            self._batch.close()
+            self.context.close()
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
