@@ -33,6 +33,7 @@ class Parley:
         self.store = store or Store(settings.db_path)
         self.engine = engine
         self.chat = ChatService(settings, self.store, self.engine)
+        self.metrics = self.chat.metrics
         loaded = load_plugins(settings)
         self.plugins = loaded.plugins
         self.plugin_problems = loaded.problems

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,10 +25,11 @@ from bot.commands import CommandRunner
 from bot.connector import Connector
 from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, conversation_key
 from bot.engine import ChatMessage, Engine, GenerationParams, Usage
-from bot.errors import ParleyError
+from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.logs import reply_context
+from bot.metrics import Metrics
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -36,6 +38,13 @@ from bot.streamer import ReplyStreamer
 log = logging.getLogger(__name__)
 
 SHUTDOWN_NOTICE = "Parley is restarting and cannot take this message; please send it again in a minute."
+OUTCOMES = {
+    TurnStatus.COMPLETE: "complete",
+    TurnStatus.STOPPED: "stopped",
+    TurnStatus.INTERRUPTED: "interrupted",
+    TurnStatus.FAILED: "error",
+}
+"""How a reply ended, as the ``parley_replies`` metric counts it."""
 HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
 
 
@@ -74,10 +83,12 @@ class _KeyedLocks:
 class ChatService:
     """Answers messages. ``drain()`` stops intake and waits (bounded) for running replies."""
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine) -> None:
+    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.metrics = metrics or Metrics()
+        self.metrics.watch(engine.metrics, self._load)
         self.accepting = True
         self._locks = _KeyedLocks()
         self._tasks: set[asyncio.Task[object]] = set()
@@ -88,6 +99,26 @@ class ChatService:
         self._opened = asyncio.Event()
         self.middlewares: list[Middleware] = []
         self.commands = CommandRunner(self, self.guard, self.key_for)
+
+    def _load(self) -> dict[str, float]:
+        return {
+            "inbox": sum(len(queue) for queue in self._queues.values()),
+            "active": len(set(self._queues) | set(self.running)),
+        }
+
+    def _meter(self, connector: Connector) -> Callable[[str, bool], None]:
+        """Counts a connector's calls (and 429s) by method, for the reply streamer."""
+
+        def count(method: str, rate_limited: bool) -> None:
+            self.metrics.platform_calls.labels(connector.name, method).inc()
+            if rate_limited:
+                self.metrics.rate_limited.labels(connector.name, method).inc()
+
+        return count
+
+    def streamer(self, connector: Connector, destination: Destination, resume: tuple[str, ...] = ()) -> ReplyStreamer:
+        """A reply streamer for ``connector`` whose calls are counted."""
+        return ReplyStreamer(connector, destination, resume=resume, on_call=self._meter(connector))
 
     # parameters and prompts
 
@@ -163,7 +194,7 @@ class ChatService:
                     del self.running[key]
                     await reply.aclose()
                     usage = reply.usage
-                    await asyncio.shield(self._finish(exchange, user_turn, status, usage))
+                    await asyncio.shield(self._finish(exchange, user_turn, status, usage, key.platform))
 
     def running_for(self, key: ConversationKey, user: str) -> Exchange | None:
         """The reply running in ``key``, else one ``user`` asked for elsewhere in the same channel.
@@ -178,7 +209,10 @@ class ChatService:
                 return exchange
         return None
 
-    async def _finish(self, exchange: Exchange, user_turn: int, status: TurnStatus, usage: Usage) -> None:
+    async def _finish(
+        self, exchange: Exchange, user_turn: int, status: TurnStatus, usage: Usage, platform: str
+    ) -> None:
+        self._measure(exchange, status, usage, platform)
         await self.store.update_turn(
             exchange.turn_id,
             text=exchange.text,
@@ -189,6 +223,15 @@ class ChatService:
         )
         user_status = TurnStatus.FAILED if status is TurnStatus.FAILED else TurnStatus.COMPLETE
         await self.store.update_turn(user_turn, token_count=usage.prompt_tokens, status=user_status)
+
+    def _measure(self, exchange: Exchange, status: TurnStatus, usage: Usage, platform: str) -> None:
+        metrics = self.metrics
+        metrics.replies.labels(platform, OUTCOMES.get(status, "error")).inc()
+        if exchange.first_token_at is not None:
+            metrics.first_token.labels(platform).observe(exchange.first_token_at - exchange.started_at)
+        metrics.reply_seconds.labels(platform).observe(time.monotonic() - exchange.started_at)
+        metrics.tokens.labels("prompt").inc(usage.prompt_tokens)
+        metrics.tokens.labels("generated").inc(usage.completion_tokens)
 
     # plugins
 
@@ -204,7 +247,7 @@ class ChatService:
         self, message: IncomingMessage, handler: Next, tell: Callable[[str], Awaitable[None]], is_command: bool
     ) -> str | None:
         """Handle ``message`` with ``handler`` inside the plugins' middleware; the reply text, if any."""
-        context = MessageContext(self.settings, self.is_admin(message), is_command, tell)
+        context = MessageContext(self.settings, self.is_admin(message), is_command, tell, self.metrics)
         return await chain(self.middlewares, handler, context)(message)
 
     # what plugins may do (bot.plugin.PluginHost)
@@ -376,7 +419,7 @@ class ChatService:
         The placeholder goes out at once, before waiting for the engine, and its id is kept in the
         inbox entry; any failure ends up as a short note in that message.
         """
-        streamer = ReplyStreamer(connector, message.destination, resume=entry.reply_ids)
+        streamer = self.streamer(connector, message.destination, entry.reply_ids)
         try:
             await streamer.start()
             await self.inbox.replied_in(entry.id, streamer.message_ids)
@@ -387,8 +430,7 @@ class ChatService:
                     await self.inbox.replied_in(entry.id, ids)
 
                 streamer.on_progress = progress
-                await streamer.run(exchange, error_note=error_note)
-                return exchange.text
+                return await self.deliver(exchange, streamer)
         except ParleyError as exc:
             log.warning("reply to %s in %s failed: %s", message.message_id, key, exc)
             await self._abort(streamer, exc)
@@ -408,11 +450,14 @@ class ChatService:
             log.warning("stored answer to a message in %s failed: %s", key, exc)
             return ""
 
-    @staticmethod
-    async def deliver(exchange: Exchange, streamer: ReplyStreamer) -> str:
+    async def deliver(self, exchange: Exchange, streamer: ReplyStreamer) -> str:
         """Stream ``exchange`` through ``streamer``, saving the ids of the messages that carry it."""
-        streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
-        await streamer.run(exchange, error_note=error_note)
+        if streamer.on_progress is None:
+            streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
+        try:
+            await streamer.run(exchange, error_note=error_note)
+        finally:
+            self.metrics.edits_per_reply.labels(streamer.platform).observe(streamer.edits)
         return exchange.text
 
     @staticmethod
@@ -427,6 +472,10 @@ class ChatService:
         try:
             await connector.pacer.acquire(destination.channel, connector.pacing(destination))
             await connector.send(destination, text)
+            self.metrics.platform_calls.labels(connector.name, "send").inc()
+        except RateLimited as exc:
+            self.metrics.rate_limited.labels(connector.name, "send").inc()
+            log.warning("could not notify %s on %s: %s", destination.channel, connector.name, exc)
         except ParleyError as exc:
             log.warning("could not notify %s on %s: %s", destination.channel, connector.name, exc)
 
@@ -462,4 +511,4 @@ class ConnectorReplier:
         await self.chat.notify(self.connector, destination, text)
 
     async def stream(self, exchange: Exchange) -> str:
-        return await self.chat.deliver(exchange, ReplyStreamer(self.connector, self.destination))
+        return await self.chat.deliver(exchange, self.chat.streamer(self.connector, self.destination))

@@ -11,7 +11,7 @@ raises :class:`~bot.errors.ContextOverflow` when even the newest message alone c
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Self
 
@@ -115,6 +115,12 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         """Tokens the prompt for ``messages`` takes, chat template included."""
+
+    def metrics(self) -> Mapping[str, float]:
+        """Figures for monitoring, read at each scrape of ``/metrics``; any of: ``busy_sequences``,
+        ``queue_length``, ``queue_wait_seconds_sum`` with ``queue_wait_count``, ``kv_cache_hits``,
+        ``kv_cache_misses``, ``kv_cache_bytes``, ``kv_cache_entries``, ``prompt_tokens_decoded``."""
+        return {}
 
     def forget(self, affinity: str) -> None:  # noqa: B027 - optional: only engines with a cache override it
         """Drop what the engine keeps for conversation ``affinity`` (its cached prompt state): ``/reset``."""

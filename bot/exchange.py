@@ -25,6 +25,8 @@ class Exchange:
     """The user who asked, so ``/stop`` can find their reply from another conversation key."""
     text: str = ""
     message_ids: tuple[str, ...] = ()
+    started_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
     _saved_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -41,6 +43,8 @@ class Exchange:
 
     async def __aiter__(self) -> AsyncIterator[str]:
         async for delta in self.reply:
+            if self.first_token_at is None:
+                self.first_token_at = time.monotonic()
             self.text += delta
             if time.monotonic() - self._saved_at >= PROGRESS_EVERY:
                 await self.save_progress()

@@ -47,6 +47,7 @@ from bot.command import Arg, Command, Handler, command_from
 from bot.conversation import ConversationKey, IncomingMessage, Scope
 from bot.errors import PluginError
 from bot.exchange import Exchange
+from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats
 
@@ -58,6 +59,7 @@ __all__ = [
     "IncomingMessage",
     "Invocation",
     "MessageContext",
+    "Metrics",
     "Middleware",
     "Next",
     "Plugin",
@@ -80,6 +82,9 @@ class PluginHost(Protocol):
 
     @property
     def default_system_prompt(self) -> str: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
 
     def engine_status(self) -> str: ...
 
@@ -159,6 +164,11 @@ class Invocation:
         """The engine's health word (``ready`` when it can answer)."""
         return self.host.engine_status()
 
+    @property
+    def metrics(self) -> Metrics:
+        """The app's Prometheus metrics: ``inv.metrics.counter(name, help, labels)`` adds your own."""
+        return self.host.metrics
+
 
 @dataclass(frozen=True, slots=True)
 class MessageContext:
@@ -172,6 +182,8 @@ class MessageContext:
     """The message is a command (``/name args``) rather than chat."""
     tell: Callable[[str], Awaitable[None]]
     """Send the user a short note (ephemeral where the platform can): why a message was stopped."""
+    metrics: Metrics
+    """The app's Prometheus metrics, for a middleware's own counters (``metrics.counter(...)``)."""
 
 
 Next = Callable[[IncomingMessage], Awaitable[str | None]]

@@ -65,6 +65,7 @@ class ReplyStreamer:
         final_timeout: float = 900.0,
         on_progress: Callable[[str, tuple[str, ...]], Awaitable[None]] | None = None,
         resume: tuple[str, ...] = (),
+        on_call: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._connector = connector
         self._destination = destination
@@ -80,6 +81,14 @@ class ReplyStreamer:
         self._progress = _Progress()
         self._resume = resume
         """Ids of messages an earlier, cut-off attempt posted: the reply is written into them."""
+        self._on_call = on_call
+        """Told of each platform call: its method (send, edit) and whether it was rate-limited."""
+        self.edits = 0
+        """Edits that reached the platform."""
+
+    @property
+    def platform(self) -> str:
+        return self._connector.name
 
     @property
     def message_ids(self) -> tuple[str, ...]:
@@ -95,7 +104,9 @@ class ReplyStreamer:
             # The first message of the cut-off reply becomes this reply's; it shows unknown text.
             self._parts.append(_Part(message=SentMessage(self._resume[0], self._destination), start=0, shown=""))
             return
-        message = await self._call(lambda: self._connector.send(self._destination, self._placeholder), final=True)
+        message = await self._call(
+            lambda: self._connector.send(self._destination, self._placeholder), final=True, method="send"
+        )
         self._parts.append(_Part(message=message, start=0, shown=self._placeholder))
 
     async def run(
@@ -204,7 +215,7 @@ class ReplyStreamer:
                 async def send(text: str = first) -> SentMessage:
                     return await self._connector.send(self._destination, text)
 
-                part.message = await self._call(send, final=True)
+                part.message = await self._call(send, final=True, method="send")
                 part.shown = first
                 self._parts.append(part)
             await self._report()
@@ -224,9 +235,10 @@ class ReplyStreamer:
             sent = self._render(part)  # the latest text, taken after the pacing wait
             if sent != part.shown:
                 await self._connector.edit(part.message, sent)
+                self._note("edit", rate_limited=False)
 
         try:
-            await self._call(edit, final=final)
+            await self._call(edit, final=final, method="edit")
         except ConnectorError as exc:
             if final:
                 raise
@@ -238,7 +250,7 @@ class ReplyStreamer:
         if self.on_progress is not None:
             await self.on_progress(self._progress.text, self.message_ids)
 
-    async def _call(self, make: Callable[[], Awaitable[T]], *, final: bool) -> T:
+    async def _call(self, make: Callable[[], Awaitable[T]], *, final: bool, method: str) -> T:
         """One paced platform call; rate limits block the channel and are retried.
 
         A non-final call gives up on its first rate limit (the next edit carries the latest text);
@@ -251,8 +263,9 @@ class ReplyStreamer:
         while True:
             await self._connector.pacer.acquire(channel, self._pacing)
             try:
-                return await make()
+                result = await make()
             except RateLimited as exc:
+                self._note(method, rate_limited=True)
                 self._connector.pacer.block(channel, exc.retry_after)
                 log.info("%s rate-limited %s for %.2fs", self._connector.name, channel, exc.retry_after)
                 if not final or loop.time() + exc.retry_after > deadline:
@@ -264,3 +277,13 @@ class ReplyStreamer:
                 if not final or failures >= self._final_attempts:
                     raise
                 await asyncio.sleep(min(2.0**failures, 10.0))
+            else:
+                if method == "send":  # an edit counts itself: it may find nothing to change
+                    self._note(method, rate_limited=False)
+                return result
+
+    def _note(self, method: str, *, rate_limited: bool) -> None:
+        if method == "edit" and not rate_limited:
+            self.edits += 1
+        if self._on_call is not None:
+            self._on_call(method, rate_limited)

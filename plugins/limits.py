@@ -31,6 +31,10 @@ class Limits:
         """Middleware: go on, or stop the message (telling the user once when they are too fast)."""
         allowed, note = self.check(message, ctx)
         if not allowed:
+            refused = ctx.metrics.counter(
+                "parley_limits_refused", "Messages and commands the limits plugin stopped", ["platform"]
+            )
+            refused.labels(message.platform).inc()
             if note:
                 await ctx.tell(note)
             return None

@@ -80,6 +80,9 @@ class ScriptedEngine(Engine):
     def forget(self, affinity: str) -> None:
         self.forgotten.append(affinity)
 
+    def metrics(self) -> dict[str, float]:
+        return {"busy_sequences": self.busy}
+
     @staticmethod
     def tokens(messages: Sequence[ChatMessage]) -> int:
         return sum(len(m.content.split()) + 4 for m in messages)

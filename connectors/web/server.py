@@ -8,6 +8,7 @@ Routes::
     GET  /api/conversations          the caller's conversations, most recently active first (?limit=1..200)
     GET  /api/conversations/{id}     a conversation's turns
     GET  /healthz                    200 with component status once ready, 503 before
+    GET  /metrics                    Prometheus metrics (text format); needs a key when keys are set
 
 ``/api/*`` needs ``Authorization: Bearer <key>`` when ``PARLEY_WEB__API_KEYS`` is set (it must be
 set when the server listens beyond loopback). Each key sees only its own conversations. Every
@@ -37,6 +38,7 @@ from bot.conversation import CommandRequest, ConversationKey, IncomingMessage
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
 from bot.exchange import Exchange
 from bot.logs import reply_context
+from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.settings import WebSettings
 
 log = logging.getLogger(__name__)
@@ -180,6 +182,7 @@ class WebServer:
         self.app.router.add_get("/api/conversations", self._conversations)
         self.app.router.add_get("/api/conversations/{conversation_id}", self._conversation)
         self.app.router.add_get("/healthz", self._health)
+        self.app.router.add_get("/metrics", self._metrics)
         self._runner: web.AppRunner | None = None
         self._keys = {hashlib.sha256(key.encode()).hexdigest(): key for key in settings.api_keys}
         self.port: int | None = None
@@ -227,7 +230,7 @@ class WebServer:
 
     @web.middleware
     async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if self._keys and request.path.startswith("/api/"):
+        if self._keys and (request.path.startswith("/api/") or request.path == "/metrics"):
             header = request.headers.get("Authorization", "")
             scheme, _, token = header.partition(" ")
             digest = hashlib.sha256(token.strip().encode()).hexdigest()
@@ -243,6 +246,9 @@ class WebServer:
     async def _page(self, _request: web.Request) -> web.Response:
         page = resources.files("connectors.web").joinpath("static/index.html").read_text(encoding="utf-8")
         return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    async def _metrics(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.parley.metrics.exposition(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     async def _health(self, _request: web.Request) -> web.Response:
         components = self.parley.status()
