@@ -1,4 +1,4 @@
-"""Native commands on Telegram: the real app and python-telegram-bot against the wire-level fake.
+"""Native commands on Telegram: the app (scripted engine) and python-telegram-bot against the wire-level fake.
 
 Covers the command menu (setMyCommands per scope), ``/cmd`` and ``/cmd@bot`` messages run by the
 core, permissions from getChatMember and ``PARLEY_ADMINS``, streamed ``/ask``, ``/stop``, usage
@@ -8,25 +8,22 @@ answers, commands for other bots, and the shutdown pause that leaves late update
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
-from bot.app import Parley
 from bot.chat import SHUTDOWN_NOTICE
-from bot.commands import CommandRequest
-from bot.connector import Connector, InboundSink
-from bot.conversation import ConversationKey, IncomingMessage, Scope
-from bot.plugin import Command
+from bot.command import Command
+from bot.conversation import ConversationKey, Scope
 from bot.settings import TelegramSettings
 from bot.store import Store, Turn, TurnStatus
 from connectors.telegram.connector import TelegramConnector
-from connectors.telegram.render import to_html, visible_text
+from connectors.telegram.render import to_html
 from plugins.core import plugin as core_plugin
 from tests.conftest import MakeSettings
-from tests.fakes.telegram import BOT_USERNAME, TOKEN, Chat, FakeTelegram
+from tests.connectors.conftest import Inbox, essay
+from tests.fakes.telegram import BOT_USERNAME, TOKEN, Chat, FakeTelegram, parse_html
+from tests.support import ScriptedEngine, echo, make_app, scripted_engine, stored_turns, wait_turns, wait_until
 
 PRIVATE = Chat(id=42, type="private")
 GROUP = Chat(id=-1001, type="supergroup", title="community")
@@ -35,9 +32,8 @@ MEMBER, CHAT_ADMIN, PARLEY_ADMIN = 7, 8, 99
 
 
 @pytest.fixture
-async def fake() -> AsyncIterator[FakeTelegram]:
-    async with FakeTelegram() as server:
-        yield server
+def fake(fake_telegram: FakeTelegram) -> FakeTelegram:
+    return fake_telegram
 
 
 def settings_for(make_settings: MakeSettings, fake: FakeTelegram, shutdown_timeout: float = 30, **engine: Any) -> Any:
@@ -50,26 +46,26 @@ def settings_for(make_settings: MakeSettings, fake: FakeTelegram, shutdown_timeo
     )
 
 
+def long_for(topic: str, words: int = 600) -> ScriptedEngine:
+    """A slow engine that writes ``words`` words about ``topic`` and echoes everything else."""
+    return ScriptedEngine(lambda m: essay(words) if topic in m[-1].content else echo(m), delay=0.05)
+
+
 async def answer(fake: FakeTelegram, chat: Chat, message_id: int, timeout: float = 30.0) -> str:
     """The text of the bot's first reply to ``message_id``."""
-    await fake.wait_for(lambda: bool(fake.replies_to(chat.id, message_id)), timeout)
+    await wait_until(lambda: fake.replies_to(chat.id, message_id), timeout, what=f"a reply to {message_id}")
     return fake.replies_to(chat.id, message_id)[0].text
 
 
-async def last_turn(app: Parley, key: ConversationKey) -> Turn | None:
-    turns = await app.store.turns(await app.store.conversation(key))
-    replies = [t for t in turns if t.role == "assistant"]
-    return replies[-1] if replies else None
+async def wait_turn(store: Store, key: ConversationKey, status: TurnStatus, timeout: float = 60.0) -> Turn:
+    """The last assistant turn of ``key`` once it has ``status``."""
 
+    def last_has_status(turns: list[Turn]) -> bool:
+        replies = [t for t in turns if t.role == "assistant"]
+        return bool(replies) and replies[-1].status is status
 
-async def wait_turn(app: Parley, key: ConversationKey, status: TurnStatus, timeout: float = 60.0) -> Turn:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        turn = await last_turn(app, key)
-        if turn is not None and turn.status is status:
-            return turn
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"no {status} reply in {key}")
+    turns = await wait_turns(store, key, last_has_status, timeout, what=f"a {status} reply")
+    return [t for t in turns if t.role == "assistant"][-1]
 
 
 def group_key(chat: Chat, user: int) -> ConversationKey:
@@ -84,7 +80,7 @@ def no_tracebacks(fake: FakeTelegram) -> None:
 async def test_menu_lists_commands_per_scope_and_commands_are_answered(
     make_settings: MakeSettings, fake: FakeTelegram
 ) -> None:
-    async with Parley(settings_for(make_settings, fake)) as app:
+    async with make_app(settings_for(make_settings, fake)) as app:
         everyone = {c["command"]: c["description"] for c in fake.menus["default"]}
         admins = {c["command"] for c in fake.menus["all_chat_administrators"]}
         assert set(everyone) == {"help", "ask", "reset", "stop", "stats", "ping"}
@@ -121,7 +117,7 @@ async def test_admin_commands_need_a_chat_admin_or_a_parley_admin(
     make_settings: MakeSettings, fake: FakeTelegram
 ) -> None:
     fake.members[(GROUP.id, CHAT_ADMIN)] = "administrator"
-    async with Parley(settings_for(make_settings, fake)) as app:
+    async with make_app(settings_for(make_settings, fake)) as app:
         before = app.store.channel_settings("telegram", str(GROUP.id))
         refused = fake.push(GROUP, "/system You are a pirate.", user_id=MEMBER)
         assert await answer(fake, GROUP, refused) == "Only admins can use /system."
@@ -143,115 +139,90 @@ async def test_admin_commands_need_a_chat_admin_or_a_parley_admin(
 
 
 async def test_ask_streams_an_answer_in_a_group(make_settings: MakeSettings, fake: FakeTelegram) -> None:
-    async with Parley(settings_for(make_settings, fake, max_tokens=32)) as app:
+    engine = ScriptedEngine(lambda _: "**Paris** is the capital of France.", delay=0.3)
+    async with make_app(settings_for(make_settings, fake), engine) as app:
         short = fake.push(GROUP, "/ask What is the capital of France?", user_id=MEMBER)
-        turn = await wait_turn(app, group_key(GROUP, MEMBER), TurnStatus.COMPLETE, timeout=90)
-        rendered = visible_text(to_html(turn.text))
-        await fake.wait_for(lambda: "".join(m.text for m in fake.replies_to(GROUP.id, short)) == rendered, 10)
-        turns = await app.store.turns(await app.store.conversation(group_key(GROUP, MEMBER)))
-        assert turns[0].text == "What is the capital of France?"
+        turn = await wait_turn(app.store, group_key(GROUP, MEMBER), TurnStatus.COMPLETE)
+        rendered = parse_html(to_html(turn.text))
+        await wait_until(lambda: "".join(m.text for m in fake.replies_to(GROUP.id, short)) == rendered, 10)
+        turns = await stored_turns(app.store, group_key(GROUP, MEMBER))
+    assert turns[0].text == "What is the capital of France?"
+    assert engine.prompts[-1][-1].content == "What is the capital of France?"
+    assert rendered == "Paris is the capital of France."
+    (reply,) = fake.replies_to(GROUP.id, short)
+    assert reply.edits >= 1  # streamed: a first part, then the rest
     assert fake.refused("pacing") == []
 
 
 async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: MakeSettings, fake: FakeTelegram) -> None:
     key = group_key(GROUP, MEMBER)
     # shutdown_timeout 0: the last answer is cut off at the end; it only has to start.
-    async with Parley(settings_for(make_settings, fake, shutdown_timeout=0, max_tokens=600)) as app:
-        essay = fake.push(GROUP, "/ask Write a long essay about the history of the Roman Empire.", user_id=MEMBER)
-        await fake.wait_for(lambda: bool(fake.replies_to(GROUP.id, essay)) and bool(app.chat.running), 30)
-        await fake.wait_for(lambda: fake.replies_to(GROUP.id, essay)[0].edits >= 1, 30)  # it is streaming
+    settings = settings_for(make_settings, fake, shutdown_timeout=0, max_tokens=600)
+    async with make_app(settings, long_for("Roman")) as app:
+        essay_asked = fake.push(GROUP, "/ask Write a long essay about the history of the Roman Empire.", user_id=MEMBER)
+        await wait_until(lambda: fake.replies_to(GROUP.id, essay_asked) and app.chat.running, what="the reply")
+        await wait_until(lambda: fake.replies_to(GROUP.id, essay_asked)[0].edits >= 1, what="streaming")
         running = app.chat.running[key]
         stop = fake.push(GROUP, "/stop", user_id=MEMBER)
-        await fake.wait_for(lambda: running.stopped, 60)
-        turn = await wait_turn(app, key, TurnStatus.STOPPED, timeout=60)
+        await wait_until(lambda: running.stopped, what="the stop")
+        turn = await wait_turn(app.store, key, TurnStatus.STOPPED)
         assert await answer(fake, GROUP, stop) == "Stopped."
         assert not app.chat.running
-        edits = fake.replies_to(GROUP.id, essay)[-1].edits
+        assert scripted_engine(app).busy == 0  # the engine is free
+        edits = fake.replies_to(GROUP.id, essay_asked)[-1].edits
         assert turn.text
         # Judged by where generation ended, not by wall-clock time (the CPU may be shared).
         assert (turn.token_count or 0) < 300
+        assert essay(600).startswith(turn.text.rstrip())
 
-        # The engine is free: the next answer streams now, not after 600 more tokens of the essay.
+        # The next answer streams now, not after the rest of the essay.
         again = fake.push(PRIVATE, "/ask Tell me about the sea.")
-        await fake.wait_for(lambda: any(m.edits for m in fake.replies_to(PRIVATE.id, again)), 30)
-        assert fake.replies_to(GROUP.id, essay)[-1].edits == edits  # nothing followed the stop
-    shown = "".join(m.text for m in fake.replies_to(GROUP.id, essay))
-    assert shown == visible_text(to_html(turn.text))
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, again), what="the next answer")
+        assert fake.replies_to(GROUP.id, essay_asked)[-1].edits == edits  # nothing followed the stop
+    shown = "".join(m.text for m in fake.replies_to(GROUP.id, essay_asked))
+    assert shown == parse_html(to_html(turn.text))
     assert fake.refused("pacing") == []
 
 
 async def test_update_sent_during_shutdown_waits_for_the_next_run(
     make_settings: MakeSettings, fake: FakeTelegram
 ) -> None:
-    # The first reply is long enough to be running when intake pauses; whether it finishes within
-    # the shutdown timeout depends on the (shared) CPU and does not matter here.
-    settings = settings_for(make_settings, fake, shutdown_timeout=5, max_tokens=120)
+    # The first reply is still being written when intake pauses (60 words, 3 s) and finishes
+    # within the shutdown timeout.
+    settings = settings_for(make_settings, fake, shutdown_timeout=30, max_tokens=600)
     key = ConversationKey("telegram", str(PRIVATE.id), None, "42")
-    app = Parley(settings)
+    app = make_app(settings, long_for("dragon", words=60))
     await app.start()
     connector = app.connectors[0]
     try:
         first = fake.push(PRIVATE, "Write a long story about a dragon and a knight.")
-        await fake.wait_for(lambda: bool(fake.replies_to(PRIVATE.id, first)) and bool(app.chat.running), 30)
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, first) and app.chat.running, what="the first reply")
         stopping = asyncio.create_task(app.stop())
-        await fake.wait_for(lambda: connector.status() != "running", 10)
+        await wait_until(lambda: connector.status() != "running", 10, what="intake paused")
         assert app.chat.running  # the reply is still being written while intake is paused
         late = fake.push(PRIVATE, "What did the knight do?")
         await stopping
     finally:
         await app.stop()
-    assert (await last_turn_of(settings, key)) in (TurnStatus.COMPLETE, TurnStatus.INTERRUPTED)
+    async with Store(settings.db_path) as store:
+        replies = [t for t in await stored_turns(store, key) if t.role == "assistant"]
+    assert [(t.status, t.text) for t in replies] == [(TurnStatus.COMPLETE, essay(60))]
     assert fake.replies_to(PRIVATE.id, late) == []
     assert [u["message"]["message_id"] for u in fake.updates] == [late]  # not confirmed to Telegram
     assert SHUTDOWN_NOTICE not in [m.text for m in fake.messages.values()]
 
-    async with Parley(settings) as again:
-        await fake.wait_for(lambda: bool(fake.replies_to(PRIVATE.id, late)), 30)
-        turns = await wait_turn_count(again, key, 2)
+    async with make_app(settings) as again:
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, late), what="the late update answered")
+        turns = await wait_turns(
+            again.store, key, lambda turns: len([t for t in turns if t.role == "user"]) >= 2, what="two user turns"
+        )
+        engine = scripted_engine(again)
     assert [t.text for t in turns if t.role == "user"] == [
         "Write a long story about a dragon and a knight.",
         "What did the knight do?",
     ]
+    assert engine.prompts[-1][-1].content == "What did the knight do?"
     assert len(fake.replies_to(PRIVATE.id, first)) == 1
-
-
-async def last_turn_of(settings: Any, key: ConversationKey) -> TurnStatus | None:
-    store = Store(settings.db_path)
-    await store.open()
-    try:
-        turns = await store.turns(await store.conversation(key))
-    finally:
-        await store.close()
-    replies = [t for t in turns if t.role == "assistant"]
-    return replies[-1].status if replies else None
-
-
-async def wait_turn_count(app: Parley, key: ConversationKey, count: int) -> list[Turn]:
-    """The conversation's turns once ``count`` user turns are stored (the reply has begun)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        turns = await app.store.turns(await app.store.conversation(key))
-        if len([t for t in turns if t.role == "user"]) >= count:
-            return turns
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"fewer than {count} user turns in {key}")
-
-
-class MenuSink:
-    """Enough of a sink to start the connector without the app."""
-
-    def __init__(self, commands: Sequence[Command]) -> None:
-        self.commands = list(commands)
-
-    def submit(self, message: IncomingMessage, connector: Connector) -> None:
-        raise AssertionError("no message expected")
-
-    def submit_command(self, request: CommandRequest, connector: Connector) -> None:
-        raise AssertionError("no command expected")
-
-    @property
-    def command_list(self) -> Sequence[Command]:
-        return self.commands
 
 
 async def test_menu_names_and_admin_private_chats(fake: FakeTelegram) -> None:
@@ -260,7 +231,8 @@ async def test_menu_names_and_admin_private_chats(fake: FakeTelegram) -> None:
     too_long = Command("x" * 33, "Too long for Telegram", (), core[0].handler)
     settings = TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1)
     connector = TelegramConnector(settings, admins=["telegram:5", "discord:5", "web:key"])
-    await connector.start(cast("InboundSink", MenuSink([*core, dashed, too_long])))
+    inbox = Inbox([*core, dashed, too_long])
+    await connector.start(inbox)
     try:
         assert "dice_roll" in {c["command"] for c in fake.menus["default"]}
         assert all(len(c["command"]) <= 32 for c in fake.menus["default"])
@@ -270,3 +242,5 @@ async def test_menu_names_and_admin_private_chats(fake: FakeTelegram) -> None:
         assert typed.name == "dice-roll"
     finally:
         await connector.stop()
+    assert inbox.messages.empty()
+    assert inbox.requests.empty()

@@ -272,13 +272,6 @@ class FakeTelegram:
     def paced_calls(self, chat_id: int) -> list[Call]:
         return [c for c in self.calls if c.method in PACED and c.chat == chat_id and c.refused is None]
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise TimeoutError("condition not met on the fake Telegram")
-            await asyncio.sleep(0.05)
-
     # wire
 
     async def _handle(self, request: web.Request) -> web.Response:
