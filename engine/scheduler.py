@@ -253,10 +253,12 @@ class Scheduler:
     def _forget(self, affinity: str) -> None:
         self.cache.discard(affinity)
         for place in self._places:
-            if place.owner == affinity:
-                place.owner = None
             if place.job is not None and place.job.request.affinity == affinity:
                 place.job.keep = False
+            elif place.owner == affinity:
+                place.owner = None
+                self.context.truncate(place.seq, 0)
+                place.tokens = []
 
     def _admit(self, request: Request) -> None:
         if request.cancelled:
@@ -388,10 +390,7 @@ class Scheduler:
         job.request.emit(DONE)
 
     def _fail(self, job: _Job, error: EngineError) -> None:
-        # Its KV may be half written: empty the place so nothing reuses it.
-        self.context.truncate(job.place.seq, 0)
-        job.place.tokens = []
-        job.keep = False
+        job.keep = False  # its KV may be half written: nothing may reuse it
         self._end(job)
         job.request.emit(error)
 
@@ -402,6 +401,8 @@ class Scheduler:
         place.last_used = time.monotonic()
         if not job.keep:
             place.owner = None
+            self.context.truncate(place.seq, 0)
+            place.tokens = []
         self._jobs.remove(job)
         self._release()
 

@@ -1,0 +1,270 @@
+"""The local engine's scheduler on the real model: batching, cancelling, the queue, the KV cache.
+
+Nothing here depends on exact text (batching changes floating-point order) or on timing: the
+order of events and the engine's counters (``engine.stats``) are what is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.engine import ChatMessage, GenerationParams, Reply
+from bot.errors import EngineBusy
+from engine.kvcache import SavedState
+from engine.local import LocalEngine
+from engine.scheduler import EngineStats
+from tests.test_engine_local import engine_settings
+
+SHORT = GenerationParams(max_tokens=8, temperature=0.0)
+LONG = GenerationParams(max_tokens=400, temperature=0.0)
+COUNT = [ChatMessage("user", "Count from 1 to 500, one number per line.")]
+
+
+def chat(name: str, *turns: str) -> list[ChatMessage]:
+    """A conversation with its own system prompt, so no other test's KV shares its prefix."""
+    messages = [ChatMessage("system", f"You are {name}, a terse assistant.")]
+    for i, text in enumerate(turns):
+        messages.append(ChatMessage("user" if i % 2 == 0 else "assistant", text))
+    return messages
+
+
+def delta(before: EngineStats, after: EngineStats) -> dict[str, int]:
+    a, b = dataclasses.asdict(before), dataclasses.asdict(after)
+    return {key: b[key] - a[key] for key in a}
+
+
+async def first_delta(reply: Reply) -> str:
+    return await anext(aiter(reply))
+
+
+async def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+async def engine() -> AsyncIterator[LocalEngine]:
+    engine = LocalEngine(engine_settings(prompt_chunk=64))
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+@pytest.fixture(scope="module")
+async def single() -> AsyncIterator[LocalEngine]:
+    """One place, one queued request at most, repetition allowed (long replies)."""
+    engine = LocalEngine(engine_settings(parallel=1, queue_size=1, queue_timeout=3.0, repeat_penalty=1.0))
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+async def test_sequences_join_and_leave_a_running_batch(engine: LocalEngine) -> None:
+    events: list[str] = []
+
+    async def run(name: str, reply: Reply) -> None:
+        async for _ in reply:
+            events.append(name)
+        events.append(name + " done")
+
+    long = asyncio.create_task(run("long", engine.generate(COUNT, GenerationParams(max_tokens=96, temperature=0))))
+    await wait_for(lambda: events.count("long") >= 3)
+    short = [engine.generate(chat(f"Joiner{i}", "Say hi."), SHORT) for i in range(2)]
+    await asyncio.gather(*(run(f"short{i}", reply) for i, reply in enumerate(short)))
+    assert "long done" not in events  # both joined and left while the long reply ran
+    await long
+    assert events.index("short0") < events.index("long done")
+    assert events[-1] == "long done"
+    assert all(reply.usage.finish_reason in {"stop", "length"} for reply in short)
+
+
+async def test_a_prompt_longer_than_the_chunk_is_read_over_several_steps(engine: LocalEngine) -> None:
+    text = " ".join(f"item {i}" for i in range(60))
+    ask = chat("Lister", f"Here is a list: {text}. What is the first item?")
+    before = engine.stats
+    reply = engine.generate(ask, SHORT)
+    answer = await reply.text()
+    change = delta(before, engine.stats)
+    assert answer.strip()
+    assert reply.usage.prompt_tokens > 2 * 64
+    assert change["prompt_tokens_decoded"] > 2 * 64
+    assert change["steps"] >= -(-change["prompt_tokens_decoded"] // 64)
+
+
+async def test_the_next_turn_reads_only_its_new_tokens(engine: LocalEngine) -> None:
+    first = chat("Rivers", "Name a long river.")
+    reply = engine.generate(first, SHORT, affinity="rivers")
+    answer = await reply.text()
+    before = engine.stats
+    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And a short one?")]
+    reply = engine.generate(second, SHORT, affinity="rivers")
+    assert (await reply.text()).strip()
+    change = delta(before, engine.stats)
+    assert change["kv_hits"] == 1
+    assert change["kv_misses"] == 0
+    assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
+
+
+async def test_a_conversation_resumes_from_ram_after_others_took_its_place(engine: LocalEngine) -> None:
+    first = chat("Mountains", "Name a high mountain.")
+    answer = await engine.generate(first, SHORT, affinity="mountains").text()
+    # Eight other conversations, four at a time: every place is taken by someone else.
+    for batch in range(2):
+        others = [engine.generate(chat(f"Other{batch}{i}", "Hi."), SHORT, affinity=f"o{batch}{i}") for i in range(4)]
+        await asyncio.gather(*(reply.text() for reply in others))
+    before = engine.stats
+    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And a low one?")]
+    reply = engine.generate(second, SHORT, affinity="mountains")
+    assert (await reply.text()).strip()
+    change = delta(before, engine.stats)
+    assert change["kv_restores_ram"] == 1
+    assert change["kv_hits"] == 1
+    assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
+
+
+async def test_forget_drops_the_kept_state(engine: LocalEngine) -> None:
+    first = chat("Lakes", "Name a lake.")
+    answer = await engine.generate(first, SHORT, affinity="lakes").text()
+    engine.forget("lakes")
+    before = engine.stats
+    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Another?")]
+    reply = engine.generate(second, SHORT, affinity="lakes")
+    assert (await reply.text()).strip()
+    change = delta(before, engine.stats)
+    assert change["kv_misses"] == 1
+    assert change["kv_hits"] == 0
+    assert change["prompt_tokens_decoded"] == reply.usage.prompt_tokens
+
+
+async def test_a_saved_state_that_does_not_load_is_read_again(engine: LocalEngine) -> None:
+    first = chat("Deserts", "Name a desert.")
+    answer = await engine.generate(first, SHORT, affinity="deserts").text()
+    others = [engine.generate(chat(f"Filler{i}", "Hi."), SHORT, affinity=f"f{i}") for i in range(4)]
+    await asyncio.gather(*(reply.text() for reply in others))
+    cache = engine.cache
+    assert cache is not None
+    found = cache.take("deserts")  # the worker is idle: nothing else touches the cache now
+    assert found is not None
+    saved, _tier = found
+    cache.put("deserts", SavedState(saved.tokens, saved.state[: len(saved.state) // 3]))
+    before = engine.stats
+    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Another?")]
+    reply = engine.generate(second, SHORT, affinity="deserts")
+    assert (await reply.text()).strip()
+    change = delta(before, engine.stats)
+    assert change["kv_load_failures"] == 1
+    assert change["kv_misses"] == 1
+    assert change["prompt_tokens_decoded"] == reply.usage.prompt_tokens
+
+
+async def test_cancel_frees_the_place_for_a_queued_request(single: LocalEngine) -> None:
+    running = single.generate(COUNT, LONG)
+    await first_delta(running)
+    queued = single.generate(chat("Queued", "Say hi."), SHORT)
+    waiting = asyncio.create_task(queued.text())
+    await wait_for(lambda: single.stats.queued == 1)
+    running.cancel()
+    assert (await waiting).strip()
+    rest = "".join([delta async for delta in running])
+    assert running.usage.finish_reason == "cancelled"
+    assert running.usage.completion_tokens < LONG.max_tokens
+    assert isinstance(rest, str)
+    assert single.stats.active == 0
+
+
+async def test_closing_the_iterator_frees_the_place(single: LocalEngine) -> None:
+    running = single.generate(COUNT, LONG)
+    async with running:
+        await first_delta(running)
+    queued = single.generate(chat("After", "Say hi."), SHORT)
+    assert (await queued.text()).strip()
+    await wait_for(lambda: running.usage.finish_reason == "cancelled")
+
+
+async def test_a_full_queue_is_busy_at_once_and_a_long_wait_is_busy_at_the_timeout(single: LocalEngine) -> None:
+    running = single.generate(COUNT, LONG)
+    await first_delta(running)
+    try:
+        queued = single.generate(chat("Waiter", "Say hi."), SHORT)
+        waiting = asyncio.create_task(queued.text())
+        await wait_for(lambda: single.stats.queued == 1)
+        with pytest.raises(EngineBusy, match="busy"):
+            await single.generate(chat("Third", "Say hi."), SHORT).text()
+        with pytest.raises(EngineBusy, match="within 3s"):
+            await waiting  # queue_timeout: the long reply still holds the only place
+        assert single.stats.queued == 0
+    finally:
+        running.cancel()
+    await running.text()
+
+
+async def test_stop_cancels_running_and_queued_replies() -> None:
+    engine = LocalEngine(engine_settings(parallel=1, repeat_penalty=1.0))
+    await engine.start()
+    running = engine.generate(COUNT, LONG)
+    await first_delta(running)
+    queued = engine.generate(chat("Late", "Say hi."), SHORT)
+    waiting = asyncio.create_task(queued.text())
+    await wait_for(lambda: engine.stats.queued == 1)
+    await engine.stop()
+    assert await waiting == ""
+    assert queued.usage.finish_reason == "cancelled"
+    await running.text()
+    assert running.usage.finish_reason == "cancelled"
+    await engine.stop()
+
+
+async def test_a_restart_with_a_cache_directory_resumes_with_only_new_tokens(tmp_path: Path) -> None:
+    settings = engine_settings(parallel=2, kv_cache_dir=tmp_path / "kv")
+    first = chat("Oceans", "Name an ocean.")
+    engine = LocalEngine(settings)
+    await engine.start()
+    try:
+        answer = await engine.generate(first, SHORT, affinity="oceans").text()
+    finally:
+        await engine.stop()  # the places' states go to the directory
+    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Another?")]
+
+    engine = LocalEngine(settings)
+    await engine.start()
+    try:
+        assert engine.stats.kv_disk_entries == 1
+        reply = engine.generate(second, SHORT, affinity="oceans")
+        assert (await reply.text()).strip()
+        stats = engine.stats
+        assert (stats.kv_restores_disk, stats.kv_hits) == (1, 1)
+        assert stats.prompt_tokens_decoded < reply.usage.prompt_tokens / 2
+        cache = engine.cache
+        assert cache is not None
+        path = cache.path_of("oceans")
+    finally:
+        await engine.stop()
+
+    assert path is not None
+    data = bytearray(path.read_bytes())  # rewritten at stop, with the second turn
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    engine = LocalEngine(settings)
+    await engine.start()
+    try:
+        reply = engine.generate(second, SHORT, affinity="oceans")
+        assert (await reply.text()).strip()
+        stats = engine.stats
+        assert (stats.kv_misses, stats.kv_restores_disk) == (1, 0)
+        assert stats.prompt_tokens_decoded == reply.usage.prompt_tokens
+    finally:
+        await engine.stop()
+    # Another context shape never loads those files.
+    other = LocalEngine(engine_settings(parallel=3, kv_cache_dir=tmp_path / "kv"))
+    await other.start()
+    try:
+        assert other.stats.kv_disk_entries == 0
+    finally:
+        await other.stop()

@@ -1,0 +1,111 @@
+"""The saved-state cache on its own: RAM LRU, the directory tier, bounds, corrupt files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.kvcache import KVCache, SavedState
+
+
+def state(n: int, fill: int = 1) -> SavedState:
+    return SavedState(tuple(range(n)), bytes([fill]) * (n * 100))
+
+
+def test_ram_is_an_lru_bounded_in_bytes() -> None:
+    cache = KVCache("ns", ram_bytes=3 * state(10).size)
+    for key in "abc":
+        cache.put(key, state(10))
+    assert cache.ram_entries == 3
+    assert cache.take("a") is not None  # taken: it leaves the cache
+    cache.put("a", state(10))  # newest again
+    cache.put("d", state(10))  # evicts b, the least recently used
+    assert cache.take("b") is None
+    assert cache.ram_used == 3 * state(10).size
+    assert {k for k in "acd" if cache.take(k) is not None} == {"a", "c", "d"}
+    assert cache.ram_used == 0
+
+
+def test_replacing_an_entry_counts_its_size_once() -> None:
+    cache = KVCache("ns", ram_bytes=10_000)
+    cache.put("a", state(10))
+    cache.put("a", state(20))
+    assert cache.ram_entries == 1
+    assert cache.ram_used == state(20).size
+    found = cache.take("a")
+    assert found is not None
+    assert found[0] == state(20)
+    assert found[1] == "ram"
+
+
+def test_evicted_entries_go_to_the_directory_and_survive_a_restart(tmp_path: Path) -> None:
+    cache = KVCache("ns", ram_bytes=state(10).size, directory=tmp_path, disk_bytes=1_000_000)
+    cache.put("a", state(10, fill=7))
+    cache.put("b", state(10))  # a goes to disk
+    assert cache.disk_entries == 1
+    cache.flush()  # b too
+    assert cache.ram_entries == 0
+    assert cache.disk_entries == 2
+    again = KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    assert again.disk_entries == 2
+    found = again.take("a")
+    assert found == (state(10, fill=7), "disk")
+    # Another namespace (model or context shape) never sees them.
+    other = KVCache("other", ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    assert other.take("a") is None
+
+
+def test_the_directory_is_bounded_oldest_first(tmp_path: Path) -> None:
+    one = state(10).size + 200  # with its header
+    cache = KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=2 * one)
+    for key in "abc":
+        cache.put(key, state(10))  # larger than RAM: straight to disk
+    assert cache.disk_entries == 2
+    assert cache.disk_used <= 2 * one
+    assert cache.take("a") is None
+    assert cache.take("c") is not None
+    # At start-up the index applies the bound too.
+    smaller = KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=one)
+    assert smaller.disk_entries == 1
+
+
+def test_a_corrupt_or_truncated_file_is_a_miss_and_is_deleted(tmp_path: Path) -> None:
+    cache = KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    cache.put("a", state(10))
+    cache.put("b", state(10))
+    path_a, path_b = cache.path_of("a"), cache.path_of("b")
+    assert path_a is not None
+    assert path_b is not None
+    data = bytearray(path_a.read_bytes())
+    data[-5] ^= 0xFF
+    path_a.write_bytes(bytes(data))
+    path_b.write_bytes(path_b.read_bytes()[:50])
+    reopened = KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    assert reopened.take("a") is None
+    assert reopened.take("b") is None
+    assert not path_a.exists()
+    assert not path_b.exists()
+    assert reopened.disk_entries == 0
+
+
+def test_discard_forgets_both_tiers_and_leftover_temporary_files_are_cleaned(tmp_path: Path) -> None:
+    cache = KVCache("ns", ram_bytes=state(10).size, directory=tmp_path, disk_bytes=1_000_000)
+    cache.put("a", state(10))
+    cache.put("b", state(10))
+    cache.discard("a")
+    cache.discard("b")
+    assert cache.take("a") is None
+    assert cache.take("b") is None
+    assert cache.disk_used == 0
+    (tmp_path / "ns" / "half.tmp").write_bytes(b"cut short")
+    KVCache("ns", ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    assert not (tmp_path / "ns" / "half.tmp").exists()
+
+
+def test_without_a_directory_evicted_entries_are_dropped() -> None:
+    cache = KVCache("ns", ram_bytes=state(10).size)
+    cache.put("a", state(10))
+    cache.put("b", state(10))
+    assert not cache.persistent
+    assert cache.take("a") is None
+    cache.flush()
+    assert cache.take("b") is not None
