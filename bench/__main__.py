@@ -1,7 +1,8 @@
 """Parley's benchmarks, each figure a ratio measured side by side in one run (``make bench``).
 
     .venv/bin/python -m bench [--quick] [--only single,concurrency,interleave,restart,memory]
-                              [--runs 5] [--threads 2] [--openai-url http://127.0.0.1:8081/v1]
+                              [--runs 5] [--threads 2] [--bot-threads N]
+                              [--openai-url http://127.0.0.1:8081/v1 --openai-model NAME]
 
 - single: the bot's HTTP API against raw llama-cpp-python streaming, same prompt, greedy.
 - concurrency: total tok/s with 1, 4 and 8 conversations at once through the HTTP API.
@@ -59,7 +60,7 @@ def versus_openai(rows: list[Row]) -> list[Row]:
 
 
 async def main(options: Options, only: list[str], openai_model: str) -> list[Row]:
-    settings = engine_settings(threads=options.threads)
+    settings = engine_settings()
     assert settings.model_path is not None
     vocabulary = Vocabulary(settings.model_path)
     benches: dict[str, Callable[[], Awaitable[list[Row]]]] = {
@@ -70,7 +71,9 @@ async def main(options: Options, only: list[str], openai_model: str) -> list[Row
         "memory": lambda: memory.run(options),
         "external": lambda: external.run(options, openai_model),
     }
-    print(f"model {settings.model_path.name}, {options.threads} threads; {load()}")
+    bot_threads = options.bot_threads or settings.threads
+    print(f"model {settings.model_path.name}; single stream {options.threads} threads on both sides, ", end="")
+    print(f"the bot {bot_threads} threads elsewhere; {load()}")
     rows: list[Row] = []
     for name in only:
         if name == "external" and options.openai_url is None:
@@ -97,7 +100,10 @@ def cli() -> None:
     parser.add_argument("--quick", action="store_true", help="a short smoke run of every benchmark")
     parser.add_argument("--only", default=",".join(NAMES), help="comma-separated: " + ",".join(NAMES))
     parser.add_argument("--runs", type=int, default=None, help="single-stream runs per side (default 5; quick 1)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for the model, both sides (default 2)")
+    parser.add_argument("--threads", type=int, default=2, help="single stream: threads of both sides (default 2)")
+    parser.add_argument(
+        "--bot-threads", type=int, default=None, help="the other benchmarks: the bot's threads (default: its own)"
+    )
     parser.add_argument("--openai-url", default=None, help="an OpenAI-compatible server to measure, e.g. .../v1")
     parser.add_argument("--openai-model", default="default", help="the model name that server expects")
     args = parser.parse_args()
@@ -109,7 +115,7 @@ def cli() -> None:
     runs = args.runs if args.runs is not None else (1 if args.quick else 5)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="parley-bench-") as tmp:
-        options = Options(args.quick, args.threads, runs, args.openai_url, Path(tmp))
+        options = Options(args.quick, args.threads, args.bot_threads, runs, args.openai_url, Path(tmp))
         rows = asyncio.run(main(options, only, args.openai_model))
     print(f"\n== summary ({time.perf_counter() - started:.0f} s{', quick' if args.quick else ''}; {load()})")
     if SKIPPED.fields:

@@ -42,6 +42,9 @@ FACTUAL = (
 class Options:
     quick: bool
     threads: int
+    """Threads of both sides of the single-stream comparison."""
+    bot_threads: int | None
+    """Threads of the bot in the other benchmarks; None: the engine's default."""
     runs: int
     openai_url: str | None
     workdir: Path
@@ -97,8 +100,11 @@ def has_field(name: str) -> bool:
 
 
 def bench_settings(options: Options, name: str, **engine: Any) -> Settings:
-    """Greedy, seeded, ``options.threads`` threads; ``engine`` overrides; its own database file."""
-    fields: dict[str, Any] = {"temperature": 0.0, "seed": SEED, "threads": options.threads} | engine
+    """Greedy, seeded, ``options.bot_threads``; ``engine`` overrides; its own database file."""
+    fields: dict[str, Any] = {"temperature": 0.0, "seed": SEED}
+    if options.bot_threads is not None:
+        fields["threads"] = options.bot_threads
+    fields |= engine
     return Settings(
         engine=engine_settings(**fields),
         web=WebSettings(port=0),

@@ -2,8 +2,8 @@
 
 Every level answers the same eight short factual prompts, each in a new conversation: one at a
 time, in two waves of four, or all eight at once. Total tok/s is the completion tokens the API
-reported over the waves' wall time. Default engine settings apart from greedy sampling and the
-thread count. Also prints the slowest first token at eight at once.
+reported over the waves' wall time. Default engine settings apart from greedy sampling (and
+``--bot-threads`` when given). Also prints the slowest first token at eight at once.
 """
 
 from __future__ import annotations

@@ -50,7 +50,9 @@ async def measure(options: Options) -> dict[str, float]:
 
 
 async def run(options: Options) -> list[Row]:
-    command = [sys.executable, "-m", "bench.memory", "--threads", str(options.threads)]
+    command = [sys.executable, "-m", "bench.memory"]
+    if options.bot_threads is not None:
+        command += ["--bot-threads", str(options.bot_threads)]
     if options.quick:
         command.append("--quick")
     child = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE)
@@ -71,11 +73,11 @@ async def run(options: Options) -> list[Row]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="resident size of the bot with eight conversations")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bot-threads", type=int, default=None)
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="parley-bench-memory-") as tmp:
-        options = Options(quick=args.quick, threads=args.threads, runs=1, openai_url=None, workdir=Path(tmp))
+        options = Options(args.quick, 2, args.bot_threads, runs=1, openai_url=None, workdir=Path(tmp))
         print(json.dumps(asyncio.run(measure(options))))
 
 

@@ -33,7 +33,7 @@ async def run(options: Options, vocabulary: Vocabulary) -> list[Row]:
     import llama_cpp
 
     max_tokens = 48 if options.quick else 128
-    settings = bench_settings(options, "single", max_tokens=max_tokens, repeat_penalty=1.0)
+    settings = bench_settings(options, "single", max_tokens=max_tokens, repeat_penalty=1.0, threads=options.threads)
     llm = llama_cpp.Llama(
         str(vocabulary.path),
         n_ctx=settings.engine.n_ctx,
