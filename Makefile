@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # A native build picks AMX kernels that crash on some CPUs; build for AVX2 and run anywhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test lint typecheck unit coverage bench install chromium clean
+.PHONY: run test test-heavy lint typecheck unit coverage bench install chromium clean
 
 run: $(STAMP)
 	$(BIN)/parley run
@@ -42,6 +42,10 @@ typecheck: $(STAMP)
 
 unit: $(STAMP)
 	$(BIN)/pytest
+
+# The long load, fault and fuzz runs (pytest -m heavy); `make test` runs bounded versions of them.
+test-heavy: $(STAMP) chromium
+	PARLEY_FUZZ_EXAMPLES=1000 $(BIN)/pytest -m heavy
 
 coverage: $(STAMP) chromium
 	$(BIN)/pytest --cov=bot --cov=engine --cov=connectors --cov=plugins --cov-report=term
