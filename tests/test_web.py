@@ -224,3 +224,56 @@ async def test_shutdown_lets_a_running_reply_finish(make_settings: MakeSettings)
         await stopping
     assert events[-1]["done"] is True
     assert events[-1]["text"] == "".join(e.get("delta", "") for e in events[:-1])
+
+
+async def ask_as(
+    http: aiohttp.ClientSession, app: Parley, key: str | None, message: str, conversation: str | None = None
+) -> str:
+    """Send ``message`` without streaming (as the API key ``key``); returns the conversation id."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    body: dict[str, Any] = {"message": message, "stream": False}
+    if conversation is not None:
+        body["conversation_id"] = conversation
+    async with http.post(url(app, "/api/chat"), json=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        return str((await response.json())["conversation_id"])
+
+
+async def test_conversations_lists_only_the_callers_own(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(web={"api_keys": ["alpha", "beta"]})) as app, aiohttp.ClientSession() as http:
+        mine = await ask_as(http, app, "alpha", "alpha's question")
+        theirs = await ask_as(http, app, "beta", "beta's question")
+        listing = url(app, "/api/conversations")
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with http.get(listing, headers=headers) as response:
+                assert response.status == 401
+                assert (await response.json())["error"]["type"] == "unauthorized"
+        for key, expected, title in (("alpha", mine, "alpha's question"), ("beta", theirs, "beta's question")):
+            async with http.get(listing, headers={"Authorization": f"Bearer {key}"}) as response:
+                assert response.status == 200
+                conversations = (await response.json())["conversations"]
+            assert [c["conversation_id"] for c in conversations] == [expected]
+            assert conversations[0]["title"] == title
+            assert conversations[0]["turn_count"] == 2
+
+
+async def test_conversations_are_newest_first_with_a_title_and_a_turn_count(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings()) as app, aiohttp.ClientSession() as http:
+        first = await ask_as(http, app, None, "  The   first\n\nquestion  ")
+        second = await ask_as(http, app, None, "x" * 200)
+        await ask_as(http, app, None, "/ping")  # a command alone stores no turn: nothing to reopen
+        await ask_as(http, app, None, "and a follow-up", first)  # the first becomes the newest
+        async with http.get(url(app, "/api/conversations")) as response:
+            assert response.status == 200
+            conversations = (await response.json())["conversations"]
+        assert [c["conversation_id"] for c in conversations] == [first, second]
+        assert [c["title"] for c in conversations] == ["The first question", "x" * 79 + "…"]
+        assert [c["turn_count"] for c in conversations] == [4, 2]
+        assert conversations[0]["updated_at"] >= conversations[1]["updated_at"]
+
+        async with http.get(url(app, "/api/conversations?limit=1")) as response:
+            assert [c["conversation_id"] for c in (await response.json())["conversations"]] == [first]
+        for bad in ("0", "201", "-1", "many"):
+            async with http.get(url(app, f"/api/conversations?limit={bad}")) as response:
+                assert response.status == 400
+                assert (await response.json())["error"]["type"] == "invalid_request"
