@@ -1,71 +1,48 @@
-"""The Slack connector end to end: the real slack-bolt/slack_sdk against a fake Slack on loopback.
+"""The Slack connector: the real slack-bolt/slack_sdk against a fake Slack on loopback.
 
-Each test runs the real app (real model, real SQLite store) and talks to it only the way Slack
-would: Socket Mode envelopes or signed HTTP events in, Web API calls out.
+One test runs the whole app on the bundled model; the others answer with the scripted engine,
+which records the prompts it was given. Each test talks to the app only the way Slack would:
+Socket Mode envelopes or signed HTTP events in, Web API calls out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 
-from bot.app import Parley
 from bot.conversation import ConversationKey
 from bot.errors import ConfigError, ConnectorError
 from bot.settings import SlackSettings
-from bot.store import Turn, TurnStatus
+from bot.store import Store, Turn, TurnStatus
 from connectors.slack.connector import MAX_MESSAGE_CHARS
-from connectors.slack.mrkdwn import to_mrkdwn
+from connectors.slack.render import to_mrkdwn
 from tests.conftest import MakeSettings
+from tests.connectors.conftest import essay
 from tests.fakes.slack import FakeSlack, post_event
+from tests.support import ScriptedEngine, make_app, scripted_engine, stored_turns, wait_reply, wait_turns
 
 SECRET = "s3cret"
 SLACK_MAX = 3500  # what each Slack message must stay under
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
+def slack(fake_slack: FakeSlack) -> FakeSlack:
+    return fake_slack
 
 
-def socket_settings(slack: FakeSlack) -> SlackSettings:
-    return SlackSettings(bot_token=slack.bot_token, app_token=slack.app_token, api_url=slack.url)
+def socket_settings(slack: FakeSlack, **extra: str) -> SlackSettings:
+    return SlackSettings(bot_token=slack.bot_token, app_token=slack.app_token, api_url=slack.url, **extra)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.05)
-
-
-async def conversation(app: Parley, key: ConversationKey) -> str:
-    """The conversation id of ``key``, created before the event arrives (the store's lookup creates)."""
-    return await app.store.conversation(key)
-
-
-async def answered(app: Parley, conversation_id: str, replies: int = 1, timeout: float = 240.0) -> list[Turn]:
-    """Wait until the conversation has ``replies`` finished assistant turns; return all its turns.
-
-    The timeout is a ceiling for a machine shared with other model runs, not a speed check.
-    """
-    turns: list[Turn] = []
-
-    async def done() -> bool:
-        nonlocal turns
-        turns = await app.store.turns(conversation_id)
-        finished = [t for t in turns if t.role == "assistant" and t.status is TurnStatus.COMPLETE]
-        return len(finished) >= replies and all(t.status is not TurnStatus.STREAMING for t in turns)
-
-    await eventually(done, timeout)
-    return turns
+async def answered(store: Store, key: ConversationKey, replies: int = 1, timeout: float = 60.0) -> list[Turn]:
+    """The conversation's turns once its ``replies``-th reply is finished and complete."""
+    turn = await wait_reply(store, key, replies, timeout)
+    assert turn.status is TurnStatus.COMPLETE, turn
+    return await stored_turns(store, key)
 
 
 def dm(text: str, ts: str, **extra: Any) -> dict[str, Any]:
@@ -83,11 +60,12 @@ def assert_paced(slack: FakeSlack, channel: str) -> None:
     assert all(gap >= 0.9 for gap in gaps), gaps
 
 
-async def test_dm_answered_with_paced_updates_and_final_text(make_settings: MakeSettings, slack: FakeSlack) -> None:
-    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 256})
-    async with Parley(settings) as app:
+async def test_dm_on_the_real_model_answered_with_paced_updates(make_settings: MakeSettings, slack: FakeSlack) -> None:
+    """End to end: the bundled model's words, streamed into one message."""
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 96})
+    async with make_app(settings, real_engine=True) as app:
         assert app.status()["slack"] == "running"
-        conversation_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
+        key = ConversationKey("slack", "D1", None, "U1")
         ack = await slack.send_event(
             dm("Write a long and detailed essay about the moon, with many sections.", "1700000001.000100"),
             event_id="EvDM1",
@@ -95,7 +73,7 @@ async def test_dm_answered_with_paced_updates_and_final_text(make_settings: Make
         assert ack is not None
         assert ack["envelope_id"]
 
-        turns = await answered(app, conversation_id)
+        turns = await answered(app.store, key, timeout=240)
         assert [t.role for t in turns] == ["user", "assistant"]
         assert turns[0].text == "Write a long and detailed essay about the moon, with many sections."
         reply = turns[1]
@@ -115,10 +93,10 @@ async def test_dm_answered_with_paced_updates_and_final_text(make_settings: Make
 
 async def test_mention_answered_once_in_a_thread_that_continues(make_settings: MakeSettings, slack: FakeSlack) -> None:
     settings = make_settings(slack=socket_settings(slack), web={"enabled": False})
-    async with Parley(settings) as app:
+    async with make_app(settings) as app:
         ts = "1700000002.000200"
         text = "<@UBOT> Tell me a joke about cats"
-        conversation_id = await conversation(app, ConversationKey("slack", "C1", ts, None))
+        key = ConversationKey("slack", "C1", ts, None)
         # Slack sends a mention twice (app_mention and message), and retries what was acked late.
         await slack.send_event(
             {"type": "app_mention", "channel": "C1", "user": "U2", "text": text, "ts": ts}, event_id="EvM1"
@@ -135,7 +113,7 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
         await slack.send_event(channel_message("beep", "1700000005.000500", bot_id="BOTHER", subtype="bot_message"))
         await slack.send_event(channel_message("unrelated", "1700000006.000600", thread_ts="1600000000.000001"))
 
-        turns = await answered(app, conversation_id)
+        turns = await answered(app.store, key)
         assert turns[0].text == "Tell me a joke about cats"  # the mention is not shown to the model
         assert turns[0].role == "user"
         posts = slack.posted("C1", any_thread=True)
@@ -144,9 +122,16 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
 
         # A reply in that thread needs no mention and continues the same shared conversation.
         await slack.send_event(channel_message("Another one please", "1700000007.000700", thread_ts=ts, user="U3"))
-        turns = await answered(app, conversation_id, replies=2)
+        turns = await answered(app.store, key, replies=2)
         assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
         assert turns[2].text == "Another one please"
+        engine = scripted_engine(app)
+        assert len(engine.prompts) == 2  # once per mention/thread message, never for the rest
+        assert [m.content for m in engine.prompts[-1] if m.role != "system"] == [
+            "Tell me a joke about cats",
+            "You said: Tell me a joke about cats",
+            "Another one please",
+        ]
         posts = slack.posted("C1", any_thread=True)
         assert [p.thread_ts for p in posts] == [ts, ts]
         assert posts[1].text == to_mrkdwn(turns[3].text)
@@ -157,12 +142,11 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
 
 
 async def test_rate_limited_update_is_waited_out(make_settings: MakeSettings, slack: FakeSlack) -> None:
-    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 64})
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False})
     slack.rate_limit("chat.update", times=1, retry_after=2)
-    async with Parley(settings) as app:
-        conversation_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
+    async with make_app(settings) as app:
         await slack.send_event(dm("Write a short poem about the sea.", "1700000010.000100"))
-        turns = await answered(app, conversation_id)
+        turns = await answered(app.store, ConversationKey("slack", "D1", None, "U1"))
 
         rejected = slack.rejected
         assert [(c.method, c.status) for c in rejected] == [("chat.update", 429)]
@@ -170,19 +154,18 @@ async def test_rate_limited_update_is_waited_out(make_settings: MakeSettings, sl
         assert later, "the reply went on after the 429"
         assert later[0].at - rejected[0].at >= 1.9  # Retry-After was honoured for the channel
         (post,) = slack.posted("D1")
-        assert post.text == to_mrkdwn(turns[1].text)
+        assert post.text == to_mrkdwn(turns[1].text) == "You said: Write a short poem about the sea."
 
 
 async def test_http_mode_verifies_signatures_and_answers_a_retry_once(
     make_settings: MakeSettings, slack: FakeSlack
 ) -> None:
     slack_settings = SlackSettings(bot_token=slack.bot_token, signing_secret=SECRET, api_url=slack.url)
-    async with Parley(make_settings(slack=slack_settings)) as app:
+    async with make_app(make_settings(slack=slack_settings)) as app:
         assert app.web is not None
-        url = f"http://127.0.0.1:{app.web.port}/slack/events"
+        url = f"{app.web.url.rstrip('/')}/slack/events"
         ts = "1700000020.000100"
         body = FakeSlack.event_body(dm("Hi there, who are you?", ts), "EvH1")
-        conversation_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
 
         challenge = {"type": "url_verification", "token": "t", "challenge": "c-123"}
         assert await post_event(url, challenge, SECRET) == (200, '{"challenge": "c-123"}')
@@ -191,32 +174,30 @@ async def test_http_mode_verifies_signatures_and_answers_a_retry_once(
         assert (await post_event(url, body, SECRET))[0] == 200
         assert (await post_event(url, body, SECRET, retry_num=1))[0] == 200
 
-        turns = await answered(app, conversation_id)
+        turns = await answered(app.store, ConversationKey("slack", "D1", None, "U1"))
         assert [t.role for t in turns] == ["user", "assistant"]
+        assert len(scripted_engine(app).prompts) == 1  # the retry was not answered again
         (post,) = slack.posted("D1")
         assert post.text == to_mrkdwn(turns[1].text)
         assert len(slack.calls_to("chat.postMessage")) == 1
         assert slack.rejected == []
 
 
-@pytest.mark.timeout(600)
 async def test_long_answer_rolls_over_into_new_messages_in_the_thread(
     make_settings: MakeSettings, slack: FakeSlack
 ) -> None:
-    settings = make_settings(
-        slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 1000, "n_ctx": 2048}
-    )
-    async with Parley(settings) as app:
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 1000})
+    async with make_app(settings, ScriptedEngine(lambda _: essay(1000))) as app:
         ts = "1700000030.000100"
         prompt = "<@UBOT> Write a very long and detailed essay about the history of Rome, with many sections."
-        conversation_id = await conversation(app, ConversationKey("slack", "C1", ts, None))
         await slack.send_event({"type": "app_mention", "channel": "C1", "user": "U2", "text": prompt, "ts": ts})
-        turns = await answered(app, conversation_id, timeout=540)  # ~1000 tokens
+        turns = await answered(app.store, ConversationKey("slack", "C1", ts, None))
         reply = turns[-1].text
-        assert len(reply) > MAX_MESSAGE_CHARS, len(reply)
+        assert reply == essay(1000)
+        assert len(reply) > 2 * MAX_MESSAGE_CHARS, len(reply)
 
         posts = slack.posted("C1", ts)
-        assert len(posts) >= 2
+        assert len(posts) >= 3
         assert all(len(p.text) <= SLACK_MAX for p in posts), [len(p.text) for p in posts]
         assert turns[-1].message_ids == tuple(p.ts for p in posts)
         # Every word of the reply arrived, in order, across the messages.
@@ -237,7 +218,7 @@ async def test_bad_token_stops_start_up_cleanly(
     make_settings: MakeSettings, slack: FakeSlack, tokens: dict[str, str], failed_call: str
 ) -> None:
     bad = SlackSettings(**({"bot_token": slack.bot_token, "app_token": slack.app_token, "api_url": slack.url} | tokens))
-    app = Parley(make_settings(slack=bad, web={"enabled": False}))
+    app = make_app(make_settings(slack=bad, web={"enabled": False}))
     with pytest.raises(ConnectorError, match=f"{failed_call} failed: invalid_auth"):
         await app.start()
     await app.stop()
@@ -247,33 +228,25 @@ async def test_bad_token_stops_start_up_cleanly(
 
 def test_http_mode_needs_the_web_server_and_a_signing_secret(make_settings: MakeSettings) -> None:
     with pytest.raises(ConfigError, match="PARLEY_WEB__ENABLED"):
-        Parley(make_settings(slack=SlackSettings(bot_token="xoxb-x", signing_secret=SECRET), web={"enabled": False}))
+        make_app(make_settings(slack=SlackSettings(bot_token="xoxb-x", signing_secret=SECRET), web={"enabled": False}))
     with pytest.raises(ConfigError, match="PARLEY_SLACK__SIGNING_SECRET"):
-        Parley(make_settings(slack=SlackSettings(bot_token="xoxb-x")))
+        make_app(make_settings(slack=SlackSettings(bot_token="xoxb-x")))
 
 
 async def test_a_thread_answered_before_a_restart_still_needs_no_mention(
     make_settings: MakeSettings, slack: FakeSlack
 ) -> None:
-    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": 16})
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False})
     ts = "1700000010.000100"
-    async with Parley(settings) as app:
+    key = ConversationKey("slack", "C1", ts, None)
+    async with make_app(settings) as app:
         await slack.send_event(channel_message("<@UBOT> Say hi", ts))
-        key = ConversationKey("slack", "C1", ts, None)
-        await eventually(lambda: _has_reply(app, key))
-    async with Parley(settings) as app:  # a new process would remember nothing in memory either
+        await answered(app.store, key)
+    async with make_app(settings) as app:  # a new process would remember nothing in memory either
         await slack.send_event(channel_message("And again?", "1700000011.000100", thread_ts=ts, user="U3"))
         await slack.send_event(channel_message("not for the bot", "1700000012.000100", thread_ts="1600000000.000009"))
-        conversation_id = await app.store.find_conversation(key)
-        assert conversation_id is not None
-        turns = await answered(app, conversation_id, replies=2)
+        turns = await answered(app.store, key, replies=2)
         assert turns[2].text == "And again?"
+        await wait_turns(app.store, key, lambda turns: len(turns) == 4, what="nothing more")
+        assert [m.content for m in scripted_engine(app).prompts[-1] if m.role == "user"] == ["Say hi", "And again?"]
     assert [p.thread_ts for p in slack.posted("C1", any_thread=True)] == [ts, ts]
-
-
-async def _has_reply(app: Parley, key: ConversationKey) -> bool:
-    found = await app.store.find_conversation(key)
-    if found is None:
-        return False
-    turns = await app.store.turns(found)
-    return len(turns) == 2 and turns[1].status != "streaming"

@@ -1,6 +1,6 @@
-"""Slack slash commands end to end, and ``parley slack-manifest``.
+"""Slack slash commands, and ``parley slack-manifest``.
 
-The real app (real model, real store) with the real slack-bolt against the fake Slack: commands
+The app (scripted engine, real store) with the real slack-bolt against the fake Slack: commands
 come in as Socket Mode ``slash_commands`` envelopes or signed form posts, answers go out as
 ``chat.postMessage``/``chat.update`` (in the channel) or ``chat.postEphemeral`` (to the caller).
 """
@@ -12,20 +12,20 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.app import Parley
 from bot.conversation import ConversationKey
 from bot.settings import SlackSettings
-from bot.store import Turn, TurnStatus
+from bot.store import Store, Turn, TurnStatus
 from connectors.slack.manifest import BOT_EVENTS, BOT_SCOPES, build_manifest
-from connectors.slack.mrkdwn import to_mrkdwn
+from connectors.slack.render import to_mrkdwn
 from plugins.core import router as core_router
 from tests.conftest import MakeSettings
-from tests.connectors.test_slack import answered, assert_paced, conversation, eventually
+from tests.connectors.conftest import essay
+from tests.connectors.test_slack import answered, assert_paced, socket_settings
 from tests.fakes.slack import FakeSlack, post_command
+from tests.support import ScriptedEngine, make_app, scripted_engine, wait_turns, wait_until
 
 SECRET = "s3cret"
 
@@ -34,13 +34,8 @@ MAX_TOKENS = 600
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    async with FakeSlack() as fake:
-        yield fake
-
-
-def socket_settings(slack: FakeSlack, **extra: str) -> SlackSettings:
-    return SlackSettings(bot_token=slack.bot_token, app_token=slack.app_token, api_url=slack.url, **extra)
+def slack(fake_slack: FakeSlack) -> FakeSlack:
+    return fake_slack
 
 
 def ephemeral_to(slack: FakeSlack, user: str) -> list[str]:
@@ -48,10 +43,7 @@ def ephemeral_to(slack: FakeSlack, user: str) -> list[str]:
 
 
 async def until_ephemeral(slack: FakeSlack, user: str, count: int = 1) -> list[str]:
-    async def arrived() -> bool:
-        return len(ephemeral_to(slack, user)) >= count
-
-    await eventually(arrived, 30)
+    await wait_until(lambda: len(ephemeral_to(slack, user)) >= count, what=f"{count} ephemeral answers to {user}")
     return ephemeral_to(slack, user)
 
 
@@ -63,15 +55,12 @@ async def test_commands_answered_in_channel_refused_ephemerally_and_admins_recog
     settings = make_settings(
         slack=socket_settings(slack, command_prefix="parley-"), web={"enabled": False}, admins=["slack:UCONF"]
     )
-    async with Parley(settings) as app:
+    async with make_app(settings) as app:
         sent = await slack.send_command("/parley-ping", user="U1", channel="C1")
         assert sent.delay < 3.0
         assert not sent.ack.get("payload")  # acked empty: the answer comes as a channel message
 
-        async def pong() -> bool:
-            return any("pong" in p.text for p in slack.posted("C1"))
-
-        await eventually(pong, 30)
+        await wait_until(lambda: any("pong" in p.text for p in slack.posted("C1")), what="pong")
         (post,) = slack.posted("C1", any_thread=True)
         assert "you are slack:U1" in post.text
         assert post.thread_ts is None
@@ -96,20 +85,17 @@ async def test_commands_answered_in_channel_refused_ephemerally_and_admins_recog
         await slack.send_command("/parley-system", "Talk like a pirate &amp; sing.", user="UADMIN", channel="C1")
         await slack.send_command("/parley-scope", "shared", user="UCONF", channel="C1")
 
-        async def applied() -> bool:
+        def applied() -> bool:
             current = app.store.channel_settings("slack", "C1")
             return current.system_prompt == "Talk like a pirate & sing." and current.scope == "shared"
 
-        await eventually(applied, 30)
+        await wait_until(applied, what="the settings applied")
         assert ephemeral_to(slack, "UADMIN") == []
 
         # Where the bot is not a member, the caller learns it through the command's response_url.
         await slack.send_command("/parley-ping", user="U1", channel="CNOPE")
 
-        async def told() -> bool:
-            return len(slack.responses) >= 1
-
-        await eventually(told, 30)
+        await wait_until(lambda: slack.responses, what="an answer through the response_url")
         (_, response) = slack.responses[0]
         assert response["response_type"] == "ephemeral"
         assert "invite me" in response["text"]
@@ -123,78 +109,86 @@ async def test_ask_streams_into_the_channel_and_stop_ends_replies(
     make_settings: MakeSettings, slack: FakeSlack
 ) -> None:
     settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, engine={"max_tokens": MAX_TOKENS})
-    async with Parley(settings) as app:
+    engine = ScriptedEngine(lambda m: essay(MAX_TOKENS) if "Rome" in m[-1].content else "Paris, of course.", delay=0.4)
+    async with make_app(settings, engine) as app:
         channel_key = ConversationKey("slack", "C1", None, "U1")
-        conversation_id = await conversation(app, channel_key)
         sent = await slack.send_command("/ask", "What is the capital of France? Answer briefly.", channel="C1")
         assert sent.delay < 3.0
-        turns = await answered(app, conversation_id)
+        turns = await answered(app.store, channel_key)
         assert [t.role for t in turns] == ["user", "assistant"]
         assert turns[0].text == "What is the capital of France? Answer briefly."
+        assert engine.prompts[-1][-1].content == "What is the capital of France? Answer briefly."
         (post,) = slack.posted("C1")
-        assert post.text == to_mrkdwn(turns[1].text)
+        assert post.text == to_mrkdwn(turns[1].text) == "Paris, of course."
         assert len(post.history) >= 2  # a placeholder, then the streamed text
         assert turns[1].message_ids == (post.ts,)
 
         # /stop during a streaming /ask in the channel ...
-        essay = "Write a very long and detailed essay about the history of Rome, with many sections."
+        engine.delay = 0.05
+        essay_prompt = "Write a very long and detailed essay about the history of Rome, with many sections."
         updates = len(slack.calls_to("chat.update", "C1"))
-        await slack.send_command("/ask", essay, channel="C1")
-        stopped = await _stop_while_streaming(app, slack, conversation_id, "C1", updates)
+        await slack.send_command("/ask", essay_prompt, channel="C1")
+        stopped = await _stop_while_streaming(app.store, slack, channel_key, "C1", updates)
         assert stopped.text
         (_, post) = slack.posted("C1")
         assert post.text == to_mrkdwn(stopped.text)
 
         # ... and during a reply to a direct message.
-        dm_id = await conversation(app, ConversationKey("slack", "D1", None, "U1"))
+        dm_key = ConversationKey("slack", "D1", None, "U1")
         await slack.send_event(
-            {"type": "message", "channel": "D1", "channel_type": "im", "user": "U1", "text": essay, "ts": "1700.1"}
+            {
+                "type": "message",
+                "channel": "D1",
+                "channel_type": "im",
+                "user": "U1",
+                "text": essay_prompt,
+                "ts": "1700.1",
+            }
         )
-        await _stop_while_streaming(app, slack, dm_id, "D1", 0)
+        await _stop_while_streaming(app.store, slack, dm_key, "D1", 0)
         assert (await until_ephemeral(slack, "U1", 2)) == ["Stopped.", "Stopped."]
+        assert scripted_engine(app).busy == 0
         assert slack.rejected == []
 
 
 async def _stop_while_streaming(
-    app: Parley, slack: FakeSlack, conversation_id: str, channel: str, updates_before: int
+    store: Store, slack: FakeSlack, key: ConversationKey, channel: str, updates_before: int
 ) -> Turn:
     """Wait until the reply has been edited at least once, send /stop, check the reply ends promptly."""
 
-    async def streaming() -> bool:
-        turns = await app.store.turns(conversation_id)
+    def streaming(turns: list[Turn]) -> bool:
         edited = len(slack.calls_to("chat.update", channel)) > updates_before
         return bool(turns) and turns[-1].status is TurnStatus.STREAMING and edited
 
-    await eventually(streaming, 120)
+    await wait_turns(store, key, streaming, what="a streaming reply")
     sent = await slack.send_command("/stop", channel=channel)
     assert sent.delay < 3.0
-
-    async def ended() -> bool:
-        return (await app.store.turns(conversation_id))[-1].status is not TurnStatus.STREAMING
-
-    await eventually(ended, 30)
-    turn = (await app.store.turns(conversation_id))[-1]
+    turns = await wait_turns(
+        store,
+        key,
+        lambda turns: turns[-1].status is not TurnStatus.STREAMING,
+        what="the reply ended",
+    )
+    turn = turns[-1]
     assert turn.status is TurnStatus.STOPPED
     # Generation stopped at the /stop, well short of the reply's budget (no wall-clock bound:
     # the CPU may be shared).
     assert turn.token_count < MAX_TOKENS // 2
+    assert essay(MAX_TOKENS).startswith(turn.text.rstrip())
     return turn
 
 
 async def test_http_mode_runs_signed_commands_only(make_settings: MakeSettings, slack: FakeSlack) -> None:
     slack_settings = SlackSettings(bot_token=slack.bot_token, signing_secret=SECRET, api_url=slack.url)
-    async with Parley(make_settings(slack=slack_settings)) as app:
+    async with make_app(make_settings(slack=slack_settings)) as app:
         assert app.web is not None
-        url = f"http://127.0.0.1:{app.web.port}/slack/events"
+        url = f"{app.web.url.rstrip('/')}/slack/events"
         assert (await post_command(url, slack.command_payload("/ping", channel="C2"), "wrong"))[0] == 401
         started = time.monotonic()
         assert await post_command(url, slack.command_payload("/ping", channel="C2"), SECRET) == (200, "")
         assert time.monotonic() - started < 3.0
 
-        async def pong() -> bool:
-            return len(slack.posted("C2")) >= 1
-
-        await eventually(pong, 30)
+        await wait_until(lambda: slack.posted("C2"), what="pong")
         (post,) = slack.posted("C2")
         assert post.text.startswith("pong")
         assert len(slack.calls_to("chat.postMessage")) == 1  # the badly signed one ran nothing

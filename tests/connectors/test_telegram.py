@@ -19,7 +19,7 @@ from telegram.ext import Application
 from bot.conversation import ConversationKey
 from bot.errors import ConfigError, ConnectorError
 from bot.settings import Settings, TelegramSettings
-from bot.store import Turn, TurnStatus
+from bot.store import Store, Turn, TurnStatus
 from connectors.telegram.connector import TelegramConnector, api_urls
 from connectors.telegram.render import to_html
 from tests.conftest import MakeSettings
@@ -63,7 +63,7 @@ def shown(fake: FakeTelegram, chat: Chat, message_id: int) -> str:
 
 
 async def answered(
-    store: Any, fake: FakeTelegram, key: ConversationKey, chat: Chat, message_id: int, replies: int = 1
+    store: Store, fake: FakeTelegram, key: ConversationKey, chat: Chat, message_id: int, replies: int = 1
 ) -> tuple[Turn, list[BotMessage]]:
     """The ``replies``-th reply, complete, once the chat shows all of it in reply to ``message_id``."""
     turn = await wait_reply(store, key, replies, timeout=240)
