@@ -73,6 +73,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX inbox_once ON inbox (platform, channel, message_id) WHERE message_id != '';
     CREATE INDEX inbox_open ON inbox (state, id) WHERE state != 'done';
+    CREATE INDEX conversations_by_user ON conversations (platform, user);
     """,
 )
 
@@ -253,7 +254,7 @@ class Store:
             " (SELECT substr(u.text, 1, 400) FROM turns u"
             "  WHERE u.conversation_id = c.id AND u.role = 'user' ORDER BY u.id LIMIT 1)"
             " FROM conversations c JOIN turns t ON t.conversation_id = c.id"
-            " WHERE c.platform = ? AND c.user = ? AND (t.text != '' OR t.role = 'user')"
+            " WHERE c.platform = ? AND c.user = ? AND (t.text != '' OR t.role = 'user') AND t.status != 'superseded'"
             " GROUP BY c.id ORDER BY MAX(t.id) DESC LIMIT ?"
         )
         async with self.db.execute(query, (platform, user, limit)) as cursor:

@@ -40,6 +40,7 @@ from bot.exchange import Exchange
 from bot.logs import reply_context
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.settings import WebSettings
+from bot.store import TurnStatus
 
 log = logging.getLogger(__name__)
 
@@ -284,7 +285,7 @@ class WebServer:
                 "turns": [
                     {"role": t.role, "text": t.text, "created_at": t.created_at, "status": t.status}
                     for t in turns
-                    if t.text or t.role == "user"
+                    if (t.text or t.role == "user") and t.status is not TurnStatus.SUPERSEDED
                 ],
             }
         )
