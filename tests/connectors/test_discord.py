@@ -127,9 +127,9 @@ async def test_thread_is_one_conversation_for_its_members(fake: FakeDiscord, mak
 
 
 async def test_a_429_on_an_edit_is_waited_out(fake: FakeDiscord, make_settings: MakeSettings) -> None:
-    # Longer than PARLEY_DISCORD__RATE_LIMIT_WAIT (5 s): discord.py raises, the core blocks the channel.
-    fake.reject_next_edit(retry_after=5.5)
-    settings = make_settings(discord=discord_settings(fake), web={"enabled": False})
+    # Longer than PARLEY_DISCORD__RATE_LIMIT_WAIT (1 s here): discord.py raises, the core blocks the channel.
+    fake.reject_next_edit(retry_after=1.5)
+    settings = make_settings(discord=discord_settings(fake, rate_limit_wait=1.0), web={"enabled": False})
     async with make_app(settings) as app:
         await fake.user_says("Name three colours.")
         turn = await wait_reply(app.store, ConversationKey("discord", DM, None, "1001"))
@@ -138,7 +138,7 @@ async def test_a_429_on_an_edit_is_waited_out(fake: FakeDiscord, make_settings: 
     assert rejected.method == "PATCH"
     later = [c for c in fake.edits(DM) if c.at > rejected.at]
     assert later, "the final text came after the 429"
-    assert later[0].at - rejected.at >= 5.5 - 0.1  # the channel was held for retry_after
+    assert later[0].at - rejected.at >= 1.5 - 0.1  # the channel was held for retry_after
     assert turn.status is TurnStatus.COMPLETE
     assert shown(fake, turn) == turn.text.rstrip() == "You said: Name three colours."
 

@@ -126,7 +126,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)  # slack_sdk reads users.info with GET
         app.router.add_get("/link", self._socket)
         app.router.add_post("/respond/{id}", self._respond)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
