@@ -284,7 +284,7 @@ class DiscordConnector(Connector):
         handle = destination.handle
         if isinstance(handle, InteractionHandle):
             if not handle.expired:
-                message_id = await _map_error(self._replies().send(handle, text, ephemeral=destination.ephemeral))
+                message_id = await _call(self._replies().send(handle, text, ephemeral=destination.ephemeral))
                 self._seen.sent(int(message_id))
                 return SentMessage(id=message_id, destination=destination)
             if destination.ephemeral:
@@ -300,7 +300,7 @@ class DiscordConnector(Connector):
                 message_id=int(destination.reply_to), channel_id=channel.id, fail_if_not_exists=False
             )
             posting = channel.send(text, reference=reference, allowed_mentions=ALLOWED_MENTIONS)
-        message = await _map_error(posting)
+        message = await _call(posting)
         self._seen.sent(message.id)
         if destination.thread is not None:
             self._seen.joined(int(destination.thread))
@@ -311,31 +311,36 @@ class DiscordConnector(Connector):
         if isinstance(handle, InteractionHandle):
             if handle.expired:
                 raise ConnectorError("discord: the command's interaction expired (15 minutes)")
-            await _map_error(self._replies().edit(handle, message.id, text))
+            await _call(self._replies().edit(handle, message.id, text))
             return
         partial = self._messageable(message.destination).get_partial_message(int(message.id))
         # Discord accepts an edit that changes nothing, so no special case is needed.
-        await _map_error(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
+        await _call(partial.edit(content=text, allowed_mentions=ALLOWED_MENTIONS))
 
     async def typing(self, destination: Destination) -> None:
         if isinstance(destination.handle, InteractionHandle):
             return  # the deferred response already shows "thinking"
-        await _map_error(self._messageable(destination).typing())
+        await _call(self._messageable(destination).typing())
 
 
-async def _map_error(call: Awaitable[T]) -> T:
-    """Await a discord.py call, turning its failures into the core's connector errors."""
+async def _call(call: Awaitable[T]) -> T:
+    """Await a discord.py call; its failures become the core's connector errors."""
     try:
         return await call
-    except discord.RateLimited as exc:
-        raise RateLimited(exc.retry_after) from exc
-    except discord.HTTPException as exc:
+    except (discord.RateLimited, discord.HTTPException, aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise _map_error(exc) from exc
+
+
+def _map_error(exc: discord.RateLimited | discord.HTTPException | aiohttp.ClientError | OSError) -> ConnectorError:
+    """The core's error for a failed discord.py call."""
+    if isinstance(exc, discord.RateLimited):
+        return RateLimited(exc.retry_after, f"discord: {exc}")
+    if isinstance(exc, discord.HTTPException):
         if exc.status == 429:
             # A 429 without Discord's Via header (a Cloudflare block) surfaces here unretried.
             retry_after = exc.response.headers.get("Retry-After")
-            raise RateLimited(float(retry_after) if retry_after else 60.0, f"discord: {exc}") from exc
+            return RateLimited(float(retry_after) if retry_after else 60.0, f"discord: {exc}")
         if exc.status == 400 and "length" in exc.text.lower():
-            raise MessageTooLong(f"discord: {exc}") from exc
-        raise ConnectorError(f"discord: {exc}") from exc
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        raise ConnectorError(f"discord: request failed: {exc!r}") from exc
+            return MessageTooLong(f"discord: {exc}")
+        return ConnectorError(f"discord: {exc}")
+    return ConnectorError(f"discord: request failed: {exc!r}")
