@@ -289,3 +289,14 @@ async def wait_reply(store: Store, key: ConversationKey, replies: int = 1, timeo
 
     turns = await wait_turns(store, key, finished, timeout, what=f"finished reply {replies}")
     return [t for t in turns if t.role == "assistant"][replies - 1]
+
+
+async def wait_last_reply(store: Store, key: ConversationKey, status: TurnStatus, timeout: float = 60.0) -> Turn:
+    """The last assistant turn of ``key`` once it has ``status``."""
+
+    def last_has_status(turns: list[Turn]) -> bool:
+        replies = [t for t in turns if t.role == "assistant"]
+        return bool(replies) and replies[-1].status is status
+
+    turns = await wait_turns(store, key, last_has_status, timeout, what=f"a {status} reply")
+    return [t for t in turns if t.role == "assistant"][-1]

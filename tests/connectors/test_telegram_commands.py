@@ -16,14 +16,23 @@ from bot.chat import SHUTDOWN_NOTICE
 from bot.command import Command
 from bot.conversation import ConversationKey, Scope
 from bot.settings import TelegramSettings
-from bot.store import Store, Turn, TurnStatus
+from bot.store import Store, TurnStatus
 from connectors.telegram.connector import TelegramConnector
 from connectors.telegram.render import to_html
 from plugins.core import plugin as core_plugin
 from tests.conftest import MakeSettings
 from tests.connectors.conftest import Inbox, essay
 from tests.fakes.telegram import BOT_USERNAME, TOKEN, Chat, FakeTelegram, parse_html
-from tests.support import ScriptedEngine, echo, make_app, scripted_engine, stored_turns, wait_turns, wait_until
+from tests.support import (
+    ScriptedEngine,
+    echo,
+    make_app,
+    scripted_engine,
+    stored_turns,
+    wait_last_reply,
+    wait_turns,
+    wait_until,
+)
 
 PRIVATE = Chat(id=42, type="private")
 GROUP = Chat(id=-1001, type="supergroup", title="community")
@@ -55,17 +64,6 @@ async def answer(fake: FakeTelegram, chat: Chat, message_id: int, timeout: float
     """The text of the bot's first reply to ``message_id``."""
     await wait_until(lambda: fake.replies_to(chat.id, message_id), timeout, what=f"a reply to {message_id}")
     return fake.replies_to(chat.id, message_id)[0].text
-
-
-async def wait_turn(store: Store, key: ConversationKey, status: TurnStatus, timeout: float = 60.0) -> Turn:
-    """The last assistant turn of ``key`` once it has ``status``."""
-
-    def last_has_status(turns: list[Turn]) -> bool:
-        replies = [t for t in turns if t.role == "assistant"]
-        return bool(replies) and replies[-1].status is status
-
-    turns = await wait_turns(store, key, last_has_status, timeout, what=f"a {status} reply")
-    return [t for t in turns if t.role == "assistant"][-1]
 
 
 def group_key(chat: Chat, user: int) -> ConversationKey:
@@ -142,7 +140,7 @@ async def test_ask_streams_an_answer_in_a_group(make_settings: MakeSettings, fak
     engine = ScriptedEngine(lambda _: "**Paris** is the capital of France.", delay=0.3)
     async with make_app(settings_for(make_settings, fake), engine) as app:
         short = fake.push(GROUP, "/ask What is the capital of France?", user_id=MEMBER)
-        turn = await wait_turn(app.store, group_key(GROUP, MEMBER), TurnStatus.COMPLETE)
+        turn = await wait_last_reply(app.store, group_key(GROUP, MEMBER), TurnStatus.COMPLETE)
         rendered = parse_html(to_html(turn.text))
         await wait_until(lambda: "".join(m.text for m in fake.replies_to(GROUP.id, short)) == rendered, 10)
         turns = await stored_turns(app.store, group_key(GROUP, MEMBER))
@@ -165,7 +163,7 @@ async def test_stop_ends_a_streaming_ask_and_frees_the_engine(make_settings: Mak
         running = app.chat.running[key]
         stop = fake.push(GROUP, "/stop", user_id=MEMBER)
         await wait_until(lambda: running.stopped, what="the stop")
-        turn = await wait_turn(app.store, key, TurnStatus.STOPPED)
+        turn = await wait_last_reply(app.store, key, TurnStatus.STOPPED)
         assert await answer(fake, GROUP, stop) == "Stopped."
         assert not app.chat.running
         assert scripted_engine(app).busy == 0  # the engine is free
