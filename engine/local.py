@@ -54,6 +54,8 @@ class LocalEngine(Engine):
         return self.model_path.name
 
     def status(self) -> str:
+        if self._state == "ready" and self._scheduler is not None and not self._scheduler.alive:
+            return "failed"
         return self._state
 
     @property
@@ -203,7 +205,7 @@ class LocalEngine(Engine):
                 item = await asyncio.wait_for(queue.get(), self.settings.queue_timeout)
             except TimeoutError:
                 if scheduler.withdraw(request):
-                    raise EngineBusy(f"no engine place free within {self.settings.queue_timeout:.0f}s") from None
+                    raise EngineBusy(f"no engine place free within {self.settings.queue_timeout:g}s") from None
                 item = await queue.get()
             while item is not DONE:
                 if isinstance(item, BaseException):

@@ -179,9 +179,20 @@ class Scheduler:
             return True
 
     def cancel(self, request: Request) -> None:
+        """Stop ``request``: a queued one ends now, a running one at the next step."""
         with self._lock:
             request.cancelled = True
-            self._lock.notify()
+            try:
+                self._waiting.remove(request)
+            except ValueError:
+                self._lock.notify()
+                return
+        request.usage.finish_reason = "cancelled"
+        request.emit(DONE)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def forget(self, affinity: str) -> None:
         with self._lock:

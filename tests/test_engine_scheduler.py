@@ -22,7 +22,7 @@ from engine.scheduler import EngineStats
 from tests.test_engine_local import engine_settings
 
 SHORT = GenerationParams(max_tokens=8, temperature=0.0)
-LONG = GenerationParams(max_tokens=400, temperature=0.0)
+LONG = GenerationParams(max_tokens=1000, temperature=0.0)
 COUNT = [ChatMessage("user", "Count from 1 to 500, one number per line.")]
 
 
@@ -60,7 +60,7 @@ async def engine() -> AsyncIterator[LocalEngine]:
 @pytest.fixture(scope="module")
 async def single() -> AsyncIterator[LocalEngine]:
     """One place, one queued request at most, repetition allowed (long replies)."""
-    engine = LocalEngine(engine_settings(parallel=1, queue_size=1, queue_timeout=3.0, repeat_penalty=1.0))
+    engine = LocalEngine(engine_settings(parallel=1, queue_size=1, queue_timeout=1.5, repeat_penalty=1.0))
     await engine.start()
     yield engine
     await engine.stop()
@@ -179,6 +179,25 @@ async def test_cancel_frees_the_place_for_a_queued_request(single: LocalEngine) 
     assert single.stats.active == 0
 
 
+async def test_cancelling_a_queued_request_frees_its_queue_place_at_once(single: LocalEngine) -> None:
+    running = single.generate(COUNT, LONG)
+    await first_delta(running)
+    try:
+        queued = single.generate(chat("Impatient", "Say hi."), SHORT)
+        waiting = asyncio.create_task(queued.text())
+        await wait_for(lambda: single.stats.queued == 1)
+        queued.cancel()
+        assert await waiting == ""
+        assert queued.usage.finish_reason == "cancelled"
+        assert single.stats.queued == 0
+        again = single.generate(chat("Next", "Say hi."), SHORT)
+        waiting = asyncio.create_task(again.text())
+        await wait_for(lambda: single.stats.queued == 1)  # queued, not refused
+    finally:
+        running.cancel()
+    assert (await waiting).strip()
+
+
 async def test_closing_the_iterator_frees_the_place(single: LocalEngine) -> None:
     running = single.generate(COUNT, LONG)
     async with running:
@@ -197,9 +216,10 @@ async def test_a_full_queue_is_busy_at_once_and_a_long_wait_is_busy_at_the_timeo
         await wait_for(lambda: single.stats.queued == 1)
         with pytest.raises(EngineBusy, match="busy"):
             await single.generate(chat("Third", "Say hi."), SHORT).text()
-        with pytest.raises(EngineBusy, match="within 3s"):
+        with pytest.raises(EngineBusy, match=r"within 1\.5s"):
             await waiting  # queue_timeout: the long reply still holds the only place
         assert single.stats.queued == 0
+        assert running.usage.finish_reason is None
     finally:
         running.cancel()
     await running.text()
