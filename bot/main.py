@@ -20,7 +20,8 @@ from bot.connector import Connector, HttpRoutes
 from bot.engine import Engine
 from bot.errors import ConfigError, ParleyError
 from bot.loader import load_plugins
-from bot.logs import configure_logging
+from bot.logs import configure_logging, secrets_of
+from bot.report import Finding, bounded, exit_code, format_report, problem, redact, warning
 from bot.settings import EngineSettings, Settings, load_settings
 from bot.store import Store
 
@@ -96,6 +97,75 @@ def run() -> int:
     except KeyboardInterrupt:
         return 0
     return 0
+
+
+PLATFORM_TIMEOUT = 15.0
+ENGINE_TIMEOUT = 300.0
+"""Loading a large model from a slow disk takes minutes."""
+
+
+async def checks(settings: Settings, *, skip_engine: bool = False) -> list[Finding]:
+    """Every check ``settings`` call for, run at once, each bounded; findings in a fixed order."""
+    from connectors.web.check import check as web_check
+
+    jobs = [bounded("web", web_check(settings.web), PLATFORM_TIMEOUT, "PARLEY_WEB__HOST, PARLEY_WEB__PORT")]
+    if not skip_engine:
+        from engine.check import check as engine_check
+
+        engine = engine_check(build_engine(settings.engine), settings.engine, settings.system_prompt)
+        jobs.append(bounded("engine", engine, ENGINE_TIMEOUT, "PARLEY_ENGINE__MODEL_PATH or PARLEY_ENGINE__BASE_URL"))
+    if settings.telegram.token is not None:
+        from connectors.telegram.check import check as telegram_check
+
+        fix = "check the network, or PARLEY_TELEGRAM__BASE_URL"
+        jobs.append(bounded("telegram", telegram_check(settings.telegram), PLATFORM_TIMEOUT, fix))
+    if settings.discord.token is not None:
+        from connectors.discord.check import check as discord_check
+
+        fix = "check the network, or PARLEY_DISCORD__API_BASE"
+        jobs.append(bounded("discord", discord_check(settings.discord), PLATFORM_TIMEOUT, fix))
+    slack = settings.slack
+    if slack.bot_token is not None or slack.app_token is not None or slack.signing_secret is not None:
+        from connectors.slack.check import check as slack_check
+
+        fix = "check the network, or PARLEY_SLACK__API_URL"
+        jobs.append(bounded("slack", slack_check(slack, web_enabled=settings.web.enabled), PLATFORM_TIMEOUT, fix))
+    found = [Finding("settings", True, "valid")]
+    for result in await asyncio.gather(*jobs):
+        found.extend(result)
+    if not any(token is not None for token in (settings.telegram.token, settings.discord.token, slack.bot_token)):
+        fix = "set PARLEY_TELEGRAM__TOKEN, PARLEY_DISCORD__TOKEN or PARLEY_SLACK__BOT_TOKEN"
+        found.append(warning("platforms", "none configured: only the web chat and the HTTP API answer", fix))
+    return found
+
+
+def check(*, skip_engine: bool = False) -> int:
+    """Entry point of ``parley check``: print the report; exit code 0 all good, 1 something to fix, 2 bad settings."""
+    ascii_only = not _can_print("✓✗")
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(format_report([problem("settings", str(exc))], ascii_only=ascii_only))
+        return 2
+    root = logging.getLogger()
+    level = root.level  # put back afterwards: tests call this in-process
+    configure_logging(settings)
+    if settings.log_level != "DEBUG":  # the report is the output; libraries' INFO lines are noise here
+        root.setLevel(logging.WARNING)
+    try:
+        found = asyncio.run(checks(settings, skip_engine=skip_engine))
+    finally:
+        root.setLevel(level)
+    print(redact(format_report(found, ascii_only=ascii_only), secrets_of(settings)))
+    return exit_code(found)
+
+
+def _can_print(text: str) -> bool:
+    try:
+        text.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True
 
 
 def slack_manifest() -> int:

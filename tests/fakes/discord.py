@@ -114,6 +114,8 @@ class FakeDiscord:
         self.channel_id = self.snowflake()
         self.thread_id = self.snowflake()
         self.heartbeat_ms = heartbeat_ms
+        self.app_flags = 0
+        """The application's ``flags`` (``/oauth2/applications/@me``): intents enabled in the portal."""
         self.calls: list[Call] = []
         self.rejected: list[Call] = []
         self.messages: dict[str, dict[str, Any]] = {}
@@ -219,7 +221,7 @@ class FakeDiscord:
                 "bot_require_code_grant": False,
                 "owner": _user(self.snowflake(), "owner"),
                 "verify_key": "0" * 64,
-                "flags": 0,
+                "flags": self.app_flags,
             }
         )
 

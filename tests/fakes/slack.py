@@ -34,6 +34,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from connectors.slack.manifest import BOT_SCOPES
+
 UPDATE_LIMIT = 4000
 POST_LIMIT = 40000
 
@@ -100,6 +102,8 @@ class FakeSlack:
         self.bot_id = bot_id
         self.min_gap = min_gap
         self.echo = echo
+        self.scopes: list[str] = list(BOT_SCOPES)
+        """The bot token's scopes, sent as ``x-oauth-scopes`` (auth.test): as if installed from Parley's manifest."""
         self.calls: list[Call] = []
         self.messages: dict[str, Posted] = {}
         self.acks: list[dict[str, Any]] = []
@@ -224,7 +228,8 @@ class FakeSlack:
                 "team_id": "T1",
                 "user_id": self.bot_user,
                 "bot_id": self.bot_id,
-            }
+            },
+            headers={"x-oauth-scopes": ",".join(self.scopes)},
         )
 
     def _connections_open(self, _call: Call) -> web.Response:

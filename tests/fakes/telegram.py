@@ -1,7 +1,7 @@
 """A wire-level fake of the Telegram Bot API on 127.0.0.1, for the real python-telegram-bot.
 
 It speaks ``POST /bot<TOKEN>/<method>`` (form, multipart or JSON bodies) and answers
-``{"ok": true, "result": ...}`` or Telegram's error shape. Methods: getMe, deleteWebhook,
+``{"ok": true, "result": ...}`` or Telegram's error shape. Methods: getMe, getWebhookInfo, deleteWebhook,
 getUpdates (long poll; updates stay until confirmed by a later ``offset``), sendMessage,
 editMessageText, sendChatAction, setMyCommands (checked like Telegram does; the menus are kept per
 scope in :attr:`FakeTelegram.menus`), getChatMember and getChatAdministrators (members' statuses come
@@ -164,6 +164,10 @@ class FakeTelegram:
     """The command menu set per scope: "default", "all_chat_administrators", "chat:<id>", ..."""
     members: dict[tuple[int, int], str] = field(default_factory=dict)
     """(chat id, user id) → status ("creator", "administrator", "member", ...); others are members."""
+    webhook_url: str = ""
+    """What getWebhookInfo reports; deleteWebhook clears it (on Telegram a webhook blocks getUpdates)."""
+    privacy_mode: bool = True
+    """getMe's ``can_read_all_group_messages`` is its opposite (BotFather → /setprivacy)."""
     _next_update: int = 1000
     _next_message: int = 1
     _blocked: dict[int, float] = field(default_factory=dict)
@@ -324,12 +328,16 @@ class FakeTelegram:
             "first_name": "Parley",
             "username": BOT_USERNAME,
             "can_join_groups": True,
-            "can_read_all_group_messages": False,
+            "can_read_all_group_messages": not self.privacy_mode,
             "supports_inline_queries": False,
         }
 
     async def _m_deleteWebhook(self, params: dict[str, Any]) -> Any:
+        self.webhook_url = ""
         return True
+
+    async def _m_getWebhookInfo(self, params: dict[str, Any]) -> Any:
+        return {"url": self.webhook_url, "has_custom_certificate": False, "pending_update_count": 0}
 
     async def _m_setMyCommands(self, params: dict[str, Any]) -> Any:
         commands = params.get("commands") or []
