@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # A native build picks AMX kernels that crash on some CPUs; build for AVX2 and run anywhere.
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: run test test-heavy lint typecheck unit coverage bench install chromium clean
+.PHONY: run test test-heavy lint typecheck unit coverage bench install chromium clean docker-test
 
 run: $(STAMP)
 	$(BIN)/parley run
@@ -52,6 +52,10 @@ coverage: $(STAMP) chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+# Build the image on a local debootstrap base, run it, wait for /healthz, chat once (not part of `make test`).
+docker-test:
+	bash scripts/docker-test.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info
