@@ -279,6 +279,17 @@ class Scheduler:
             return
         affinity = request.affinity
         place, own = self._place_for(affinity)
+        try:
+            self._start(request, place, own)
+        except BaseException:
+            place.owner = None  # its KV and token list may disagree: start it afresh next time
+            place.job = None
+            self.context.truncate(place.seq, 0)
+            place.tokens = []
+            raise
+
+    def _start(self, request: Request, place: _Place, own: bool) -> None:
+        affinity = request.affinity
         if not own and affinity is not None:
             own = self._restore(place, affinity)
         keep = _common_prefix(place.tokens, request.tokens)
