@@ -54,6 +54,8 @@ class EngineStats:
     kv_restores_disk: int = 0
     kv_load_failures: int = 0
     kv_saves: int = 0
+    kv_moves: int = 0
+    """Conversations whose KV moved to another sequence to keep the ids in use consecutive."""
     kv_ram_bytes: int = 0
     kv_ram_entries: int = 0
     kv_disk_bytes: int = 0
@@ -145,6 +147,7 @@ class Scheduler:
                 "kv_restores_disk",
                 "kv_load_failures",
                 "kv_saves",
+                "kv_moves",
                 "prompt_tokens",
                 "prompt_tokens_decoded",
                 "completion_tokens",
@@ -316,20 +319,41 @@ class Scheduler:
         request.emit(STARTED)
 
     def _place_for(self, affinity: str | None) -> tuple[_Place, bool]:
-        """A free place: the one holding ``affinity``'s KV if any (``True``), else the emptiest, oldest one."""
+        """A free place for a request, and whether it already holds ``affinity``'s KV.
+
+        Sequence ids in use are kept in as few consecutive runs as possible: llama.cpp splits a
+        batch into one micro-batch per run of consecutive ids (each a full pass over the weights).
+        Among the places that keep the runs fewest, the conversation's own place wins; otherwise
+        its KV moves to the chosen place (a copy through RAM, far cheaper than reading it again).
+        Then unowned places (nothing to save), then the least recently used, then low ids.
+        """
         free = [place for place in self._places if place.job is None]
-        if affinity is not None:
-            mine = [place for place in free if place.owner == affinity]
-            if mine:
-                return max(mine, key=lambda place: place.last_used), True
-        # Unowned places first (nothing to save), then the least recently used; low ids break ties,
-        # which keeps the ids in use dense.
-        place = min(free, key=lambda place: (place.owner is not None, place.last_used, place.seq))
+        active = {place.seq for place in self._places if place.job is not None}
+        runs = {place.seq: _runs(active | {place.seq}) for place in free}
+        fewest = min(runs.values())
+        fits = [place for place in free if runs[place.seq] == fewest]
+        mine = [place for place in free if affinity is not None and place.owner == affinity]
+        own = max(mine, key=lambda place: place.last_used) if mine else None
+        if own is not None and own in fits:
+            return own, True
+        target = min(fits, key=lambda place: (place.owner is not None, place.last_used, place.seq))
+        self._evict(target)
+        if own is None:
+            return target, False
+        if self.context.load(target.seq, self.context.save(own.seq)):
+            target.tokens = list(own.tokens)
+            own.owner = None  # its copy stays, unowned, for whoever shares its prefix
+            self._counts["kv_moves"] += 1
+            return target, True
+        target.tokens = []
+        return own, True
+
+    def _evict(self, place: _Place) -> None:
+        """Save the KV of ``place``'s conversation into the cache before someone else uses it."""
         if place.owner is not None and place.tokens:
             self.cache.put(place.owner, SavedState(tuple(place.tokens), self.context.save(place.seq)))
             self._counts["kv_saves"] += 1
         place.owner = None
-        return place, False
 
     def _restore(self, place: _Place, affinity: str) -> bool:
         found = self.cache.take(affinity)
@@ -450,6 +474,11 @@ class Scheduler:
         finally:
             self._batch.close()
             self.context.close()
+
+
+def _runs(ids: set[int]) -> int:
+    """Runs of consecutive integers in ``ids``: {0, 1, 2, 5, 7} has 3."""
+    return sum(1 for i in ids if i - 1 not in ids)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

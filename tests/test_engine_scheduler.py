@@ -129,6 +129,40 @@ async def test_a_conversation_resumes_from_ram_after_others_took_its_place(engin
     assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
 
 
+async def test_a_conversation_moves_next_to_the_running_ones_to_keep_sequence_ids_consecutive() -> None:
+    engine = LocalEngine(engine_settings(parallel=4, repeat_penalty=1.0))
+    await engine.start()
+    try:
+        names = ["Ana", "Ben", "Cy", "Dee"]
+        answers = {}
+        for name in names:  # one at a time: each takes the lowest free sequence, 0 to 3
+            answers[name] = await engine.generate(chat(name, "Hi."), SHORT, affinity=name).text()
+        running = engine.generate(
+            [*chat("Ana", "Hi.", answers["Ana"]), *COUNT],
+            GenerationParams(max_tokens=200, temperature=0.0),
+            affinity="Ana",
+        )
+        await first_delta(running)  # Ana runs in sequence 0
+        before = engine.stats
+        # Cy's KV is in sequence 2; running there would leave a gap at 1, so it moves to 1 (Ben's is saved).
+        second = chat("Cy", "Hi.", answers["Cy"], "Again?")
+        reply = engine.generate(second, SHORT, affinity="Cy")
+        assert (await reply.text()).strip()
+        change = delta(before, engine.stats)
+        assert (change["kv_moves"], change["kv_saves"], change["kv_hits"]) == (1, 1, 1)
+        assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
+        running.cancel()
+        await running.text()
+        # Ben's turn, nothing running: restored from RAM, wherever it lands.
+        before = engine.stats
+        reply = engine.generate(chat("Ben", "Hi.", answers["Ben"], "Again?"), SHORT, affinity="Ben")
+        assert (await reply.text()).strip()
+        change = delta(before, engine.stats)
+        assert (change["kv_restores_ram"], change["kv_hits"]) == (1, 1)
+    finally:
+        await engine.stop()
+
+
 async def test_forget_drops_the_kept_state(engine: LocalEngine) -> None:
     first = chat("Lakes", "Name a lake.")
     answer = await engine.generate(first, SHORT, affinity="lakes").text()
