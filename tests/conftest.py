@@ -1,4 +1,10 @@
-"""Shared fixtures: settings for a real app on the bundled model, isolated from the machine's env."""
+"""Shared fixtures: settings for a test app, isolated from the machine's env; the model tests' group.
+
+The suite runs on several pytest-xdist workers (most tests wait on platform pacing, not the CPU).
+Tests that run the real model (the modules in :data:`MODEL_MODULES`, and elsewhere every test with
+``real_model`` in its name) are marked ``model`` and all go to one worker, one after the other, so
+that two model processes never share the cores.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,26 @@ from typing import Any
 import pytest
 
 from bot.settings import EngineSettings, Settings, WebSettings
+
+MODEL_MODULES = frozenset(
+    {
+        "test_engine_local.py",
+        "test_engine_scheduler.py",
+        "test_kv_cache.py",
+        "test_engine_openai.py",
+        "test_lifecycle.py",
+        "test_crash.py",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in MODEL_MODULES or "real_model" in item.name:
+            item.add_marker(pytest.mark.model)
+        if item.get_closest_marker("model") is not None:
+            item.add_marker(pytest.mark.xdist_group("model"))
+
 
 # Deterministic and short: greedy decoding, fixed seed.
 TEST_ENGINE: dict[str, Any] = {"temperature": 0.0, "seed": 42, "max_tokens": 48, "n_ctx": 2048, "threads": 2}

@@ -39,7 +39,7 @@ def url(app: Parley, path: str) -> str:
     return app.web.url + path
 
 
-async def test_streams_a_reply_and_keeps_the_conversation(make_settings: MakeSettings) -> None:
+async def test_the_real_model_streams_a_reply_and_keeps_the_conversation(make_settings: MakeSettings) -> None:
     async with make_app(make_settings(), real_engine=True) as app, aiohttp.ClientSession() as http:
         async with http.post(url(app, "/api/chat"), json={"message": "My name is Ada. Say hello."}) as response:
             events = await sse(response)
