@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.bundled import bundled_model_path
 from bot.errors import ConfigError
 from bot.settings import load_settings
-from bot.bundled import bundled_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
