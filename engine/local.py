@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -44,6 +45,8 @@ class LocalEngine(Engine):
         self._model: Model | None = None
         self._scheduler: Scheduler | None = None
         self._state = "stopped"
+        self._waits = (0, 0.0)
+        """Requests that got a place, and the seconds they waited for it in all."""
 
     @property
     def context_size(self) -> int:
@@ -62,6 +65,21 @@ class LocalEngine(Engine):
     def stats(self) -> EngineStats:
         """Counters of the running engine (all zero when stopped)."""
         return self._scheduler.stats() if self._scheduler is not None else EngineStats()
+
+    def metrics(self) -> dict[str, float]:
+        stats = self.stats
+        count, seconds = self._waits
+        return {
+            "busy_sequences": stats.active,
+            "queue_length": stats.queued,
+            "queue_wait_count": count,
+            "queue_wait_seconds_sum": seconds,
+            "kv_cache_hits": stats.kv_hits,
+            "kv_cache_misses": stats.kv_misses,
+            "kv_cache_bytes": stats.kv_ram_bytes + stats.kv_disk_bytes,
+            "kv_cache_entries": stats.kv_ram_entries + stats.kv_disk_entries,
+            "prompt_tokens_decoded": stats.prompt_tokens_decoded,
+        }
 
     @property
     def cache(self) -> KVCache | None:
@@ -200,6 +218,7 @@ class LocalEngine(Engine):
         request = Request(tokens, params, affinity, emit, usage)
         reply.on_cancel.append(lambda: scheduler.cancel(request))
         scheduler.submit(request)
+        submitted = time.monotonic()
         try:
             try:
                 item = await asyncio.wait_for(queue.get(), self.settings.queue_timeout)
@@ -210,7 +229,10 @@ class LocalEngine(Engine):
             while item is not DONE:
                 if isinstance(item, BaseException):
                     raise item
-                if item is not STARTED:
+                if item is STARTED:
+                    count, seconds = self._waits
+                    self._waits = (count + 1, seconds + time.monotonic() - submitted)
+                else:
                     yield item  # type: ignore[misc]
                 item = await queue.get()
         finally:

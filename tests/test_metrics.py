@@ -101,3 +101,33 @@ async def test_plugins_add_their_own_metrics(make_settings: MakeSettings) -> Non
         counter.labels("6").inc(2)
         assert app.metrics.counter("parley_plugin_dice_rolls", "Dice rolled", ["sides"]) is counter
         assert value(await scrape(app), "parley_plugin_dice_rolls_total", sides="6") == 2
+
+
+async def test_the_real_model_engine_reports_its_figures(make_settings: MakeSettings) -> None:
+    from bot.engine import ChatMessage, GenerationParams
+    from engine.local import LocalEngine
+
+    settings = make_settings(engine={"parallel": 2, "max_tokens": 8})
+    engine = LocalEngine(settings.engine)
+    await engine.start()
+    try:
+        messages = [ChatMessage("user", "Say hi.")]
+        await engine.generate(messages, GenerationParams(max_tokens=8, temperature=0), affinity="c1").text()
+        first = engine.metrics()
+        again = engine.generate(
+            [*messages, ChatMessage("assistant", "Hi!"), ChatMessage("user", "Again.")],
+            GenerationParams(max_tokens=8, temperature=0),
+            affinity="c1",
+        )
+        await again.text()
+        second = engine.metrics()
+    finally:
+        await engine.stop()
+    assert first["queue_wait_count"] == 1
+    assert first["queue_wait_seconds_sum"] >= 0
+    assert first["busy_sequences"] == 0
+    assert (first["kv_cache_misses"], first["kv_cache_hits"]) == (1, 0)
+    assert (second["kv_cache_misses"], second["kv_cache_hits"]) == (1, 1)
+    # The second turn read only what the first had not, a small part of its whole prompt.
+    decoded = second["prompt_tokens_decoded"] - first["prompt_tokens_decoded"]
+    assert 0 < decoded < again.usage.prompt_tokens / 2
