@@ -256,6 +256,10 @@ class OpenAIEngine(Engine):
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
         self._semaphore = asyncio.Semaphore(settings.concurrency)
+        self._busy = 0
+        self._waiting = 0
+        self._waits = (0, 0.0)
+        """Requests that got a slot, and the seconds they waited for one in all."""
         self._session: aiohttp.ClientSession | None = None
         self._state = "stopped"
         self.counter = TokenCounter()
@@ -267,6 +271,15 @@ class OpenAIEngine(Engine):
     @property
     def model_name(self) -> str:
         return self.settings.model
+
+    def metrics(self) -> dict[str, float]:
+        count, seconds = self._waits
+        return {
+            "busy_sequences": self._busy,
+            "queue_length": self._waiting,
+            "queue_wait_count": count,
+            "queue_wait_seconds_sum": seconds,
+        }
 
     def status(self) -> str:
         return self._state
@@ -375,10 +388,17 @@ class OpenAIEngine(Engine):
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        self._waiting += 1
+        waited = time.monotonic()
         try:
             await asyncio.wait_for(self._semaphore.acquire(), self.settings.queue_timeout)
         except TimeoutError:
             raise EngineBusy(f"no request slot free within {self.settings.queue_timeout:.0f}s") from None
+        finally:
+            self._waiting -= 1
+        count, seconds = self._waits
+        self._waits = (count + 1, seconds + time.monotonic() - waited)
+        self._busy += 1
         try:
             if reply.cancelled:
                 reply.usage.finish_reason = "cancelled"
@@ -411,6 +431,7 @@ class OpenAIEngine(Engine):
         finally:
             if reply.cancelled:
                 reply.usage.finish_reason = "cancelled"
+            self._busy -= 1
             self._semaphore.release()
 
     @staticmethod

@@ -116,7 +116,11 @@ async def test_cancel_ends_the_stream_and_frees_the_slot(engine: OpenAIEngine) -
             reply.cancel()
     assert received <= 4
     assert reply.usage.finish_reason == "cancelled"
+    assert engine.metrics()["busy_sequences"] == 0
     assert (await asyncio.wait_for(engine.generate(HELLO, GREEDY).text(), 60)).strip()
+    figures = engine.metrics()
+    assert (figures["busy_sequences"], figures["queue_length"]) == (0, 0)
+    assert figures["queue_wait_count"] >= 2
 
 
 async def test_a_prompt_that_cannot_fit_is_a_clear_error(engine: OpenAIEngine) -> None:
