@@ -226,7 +226,15 @@ class ChatService:
 
     def _measure(self, exchange: Exchange, status: TurnStatus, usage: Usage, platform: str) -> None:
         metrics = self.metrics
-        metrics.replies.labels(platform, OUTCOMES.get(status, "error")).inc()
+        outcome = OUTCOMES.get(status, "error")
+        log.info(
+            "reply %s: %d prompt + %d generated tokens in %.2f s",
+            outcome,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            time.monotonic() - exchange.started_at,
+        )
+        metrics.replies.labels(platform, outcome).inc()
         if exchange.first_token_at is not None:
             metrics.first_token.labels(platform).observe(exchange.first_token_at - exchange.started_at)
         metrics.reply_seconds.labels(platform).observe(time.monotonic() - exchange.started_at)
@@ -371,7 +379,13 @@ class ChatService:
                 await self.notify(connector, message.destination, note)
 
         try:
-            with reply_context(platform=message.platform, message_id=message.message_id or str(entry.id)):
+            # Every line logged about this message names it and its conversation (made if new).
+            conversation_id = await self.store.conversation(key)
+            with reply_context(
+                platform=message.platform,
+                conversation_id=conversation_id,
+                message_id=message.message_id or str(entry.id),
+            ):
                 await self.process(entry.id, message, answer, tell)
         except Exception as exc:
             log.exception("a message middleware failed on %s in %s", message.message_id, key)

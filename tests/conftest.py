@@ -25,6 +25,7 @@ MODEL_MODULES = frozenset(
         "test_engine_openai.py",
         "test_lifecycle.py",
         "test_crash.py",
+        "test_logs_run.py",
     }
 )
 
