@@ -1,7 +1,9 @@
 """The connector contract: what every chat platform adapter provides to the core.
 
 A connector turns its platform's events into :class:`~bot.conversation.IncomingMessage` and hands
-them to the :class:`InboundSink` it was started with, without waiting for the reply. The core
+them to the :class:`InboundSink` it was started with: it awaits :meth:`InboundSink.receive`, which
+returns once the message is stored (not answered), before it tells the platform the event was
+handled (Telegram's next ``getUpdates`` offset, Slack's ack), so that a crash loses nothing. The core
 answers through :meth:`Connector.send` and :meth:`Connector.edit`; it paces those calls itself with
 the connector's :attr:`Connector.pacer` and :meth:`Connector.pacing`, so a connector never sleeps
 to pace and never retries a rate-limited call: it raises :class:`~bot.errors.RateLimited` with the
@@ -49,8 +51,14 @@ class SentMessage:
 class InboundSink(Protocol):
     """Where a connector delivers incoming messages and commands (the core's chat service)."""
 
+    async def receive(self, message: IncomingMessage, connector: Connector) -> bool:
+        """Store ``message`` durably and queue it for an answer; returns once it is stored, not
+        answered. ``False`` if it is not taken: not addressed, delivered before (a redelivery is
+        answered once), or the bot is shutting down. Raises if it could not be stored, so that
+        the platform may deliver it again."""
+
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
-        """Queue ``message`` for an answer; returns at once."""
+        """Take ``message`` like :meth:`receive`, without waiting for it to be stored."""
 
     def submit_command(self, request: CommandRequest, connector: Connector) -> None:
         """Run a command; returns at once. Answers go to ``request.reply_destination()``."""

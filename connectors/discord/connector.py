@@ -5,9 +5,10 @@ Lifecycle: :meth:`DiscordConnector.start` logs in over REST (a rejected token ra
 task (never ``client.run``, which owns the loop and installs signal handlers) and returns once the
 gateway is READY and the guilds are in; a start that fails half-way closes the client again.
 discord.py itself reconnects and RESUMEs; Discord replays the events missed meanwhile, so no
-message is lost, and replies in flight keep using REST. If the gateway task ends anyway (an error
-discord.py does not reconnect from, such as a revoked token), that is logged with its traceback and
-:meth:`DiscordConnector.status` reports ``failed``.
+message is lost, and replies in flight keep using REST. Each message is stored (the sink's
+``receive``) by its ``on_message`` before anything else happens; a replayed one is answered once.
+If the gateway task ends anyway (an error discord.py does not reconnect from, such as a revoked
+token), that is logged with its traceback and :meth:`DiscordConnector.status` reports ``failed``.
 
 Sending: replies go to the thread when there is one, else the channel, as replies to the user's
 message, with mentions limited to that reply (the model cannot ping @everyone, roles or users).
@@ -123,7 +124,7 @@ class DiscordConnector(Connector):
             self._ready.set()
 
         async def on_message(message: discord.Message) -> None:
-            self._deliver(client, message)
+            await self._deliver(client, message)
 
         async def on_interaction(interaction: discord.Interaction[discord.Client]) -> None:
             await self._on_interaction(client, interaction)
@@ -221,13 +222,15 @@ class DiscordConnector(Connector):
 
     # inbound
 
-    def _deliver(self, client: discord.Client, message: discord.Message) -> None:
+    async def _deliver(self, client: discord.Client, message: discord.Message) -> None:
         me = client.user
         if me is None or self._sink is None:
             return
         incoming = to_incoming(message, me, self._seen)
         if incoming is not None:
-            self._sink.submit(incoming, self)
+            # Discord has no acknowledgement of events (a RESUME replays from the last sequence
+            # number received, not handled): storing at once keeps the window to a crash small.
+            await self._sink.receive(incoming, self)
 
     async def _sync_commands(self, client: discord.Client) -> None:
         """Register the core's commands; a failure is logged (mentions and DMs still work)."""

@@ -4,15 +4,19 @@ Transport: Socket Mode when ``PARLEY_SLACK__APP_TOKEN`` is set (no public URL ne
 ``POST /slack/events`` on Parley's web server, verified with ``PARLEY_SLACK__SIGNING_SECRET``.
 ``PARLEY_SLACK__API_URL`` moves the Web API (and so ``apps.connections.open``) elsewhere.
 
-Bolt acknowledges each event before our listener runs (``process_before_response`` is off), so
-Slack's 3 s deadline is met whatever the model does. A retried delivery carries the same
-``event_id`` and is dropped; the two copies of a channel mention (``app_mention`` and ``message``)
-share ``(channel, ts)`` and only the first is delivered. Which messages are answered, and in
-which thread, is decided in :mod:`connectors.slack.inbound`.
+Bolt acknowledges an event once our listener returned (``process_before_response`` is on), and
+the listener returns once the sink has stored the message (its ``receive``): what Slack was told
+it delivered is in SQLite, and a listener that fails is answered 500, so Slack retries. The
+listener only decides and stores (a ``users.info`` lookup at most, bounded well inside Slack's 3 s);
+the answer is generated afterwards. A retried delivery carries the same ``event_id`` and is dropped
+(the inbox also knows the message's ``ts``, across restarts); the two copies of a channel mention
+(``app_mention`` and ``message``) share ``(channel, ts)`` and only the first is delivered. Which
+messages are answered, and in which thread, is decided in :mod:`connectors.slack.inbound`.
 
 Slash commands (every command of the loaded plugins, named ``/<PARLEY_SLACK__COMMAND_PREFIX><name>``)
 arrive as Socket Mode ``slash_commands`` envelopes or, over HTTP, form-encoded at the same
-``POST /slack/events``. They are acknowledged empty at once and handed to the core as a
+``POST /slack/events``. They are acknowledged empty at once (Bolt's ``ack`` function; the rest
+runs as a lazy listener) and handed to the core as a
 :class:`~bot.conversation.CommandRequest` (see :mod:`connectors.slack.inbound`). Answers go into the
 channel; ephemeral ones (refusals, usage) are ``chat.postEphemeral`` to the caller, or the
 command's ``response_url`` where the bot is not in the channel. The core never edits an
@@ -35,11 +39,14 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -72,8 +79,15 @@ MAX_MESSAGE_CHARS = 3000
 CONNECT_TIMEOUT = 30.0
 LOOKUP_TIMEOUT = 3.0
 RESPOND_TIMEOUT = 5
+EVENT_LOOKUP_TIMEOUT = 1.5
+"""``users.info`` before an event is acknowledged: well inside Slack's 3 s with the store after it."""
+MAX_TIMESTAMP_DIGITS = 12
 NOT_A_MEMBER = frozenset({"not_in_channel", "channel_not_found"})
 """What Slack answers a post to a channel the bot cannot see; a command there is answered via its response_url."""
+
+
+class NotStored(ConnectorError):
+    """A Slack message the sink could not store; Slack is answered 500 and delivers it again."""
 
 
 def api_base(url: str | None) -> str:
@@ -130,6 +144,7 @@ class SlackConnector(Connector):
             # The web server starts before connectors and aiohttp freezes its router then.
             routes.add_route("POST", EVENTS_PATH, self._http_events)
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret is not None else ""
+        self._verifier = SignatureVerifier(secret) if secret else None
         self.client = AsyncWebClient(token=settings.bot_token.get_secret_value(), base_url=api_base(settings.api_url))
         self._app = AsyncApp(
             client=self.client,
@@ -138,10 +153,13 @@ class SlackConnector(Connector):
             request_verification_enabled=self._app_token is None,
             name="parley",
             logger=logging.getLogger("parley.slack.bolt"),
+            # Ack only once the listener has stored the message (see the module docstring).
+            process_before_response=True,
         )
         self._app.event("message")(self._on_message)
         self._app.event("app_mention")(self._on_mention)
-        self._app.command(re.compile(r"^/"))(self._on_command)
+        self._app.command(re.compile(r"^/"))(ack=self._ack_command, lazy=[self._on_command])
+        self._app.error(self._on_bolt_error)
         self._prefix = settings.command_prefix
         self._sink: InboundSink | None = None
         self._handler: AsyncSocketModeHandler | None = None
@@ -217,8 +235,34 @@ class SlackConnector(Connector):
         if self._sink is None:
             # Not started (or stopping): Slack retries later, and the retry is answered then.
             return web.json_response({"error": "starting"}, status=503)
-        response = await self._app.async_dispatch(await to_bolt_request(request))
+        bolt_request = await self._verified(request)
+        if isinstance(bolt_request, web.Response):
+            return bolt_request
+        response = await self._app.async_dispatch(bolt_request)
         return await to_aiohttp_response(response)
+
+    async def _verified(self, request: web.Request) -> AsyncBoltRequest | web.Response:
+        """The request for Bolt if it is a genuine one from Slack, else the refusal to answer.
+
+        Bolt checks the signature and the timestamp's age too, but it parses the body first and
+        raises on a body that is not what Slack sends (invalid JSON or UTF-8, a JSON array), and
+        on a timestamp that is not a number: those become 400/401 here, one log line each.
+        """
+        raw = await request.read()
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= MAX_TIMESTAMP_DIGITS):
+            return _refuse(401, "invalid_timestamp", "a timestamp that is not a number")
+        try:
+            body = raw.decode()
+        except UnicodeDecodeError:
+            return _refuse(400, "invalid_body", "a body that is not UTF-8")
+        if self._verifier is None or not self._verifier.is_valid(body, stamp, signature):
+            return _refuse(401, "invalid_signature", "a bad signature or a stale timestamp")
+        try:
+            return AsyncBoltRequest(body=body, query=request.query_string, headers=dict(request.headers.items()))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            return _refuse(400, "invalid_body", f"a signed body Slack would not send ({type(exc).__name__})")
 
     async def _on_message(self, body: dict[str, Any]) -> None:
         await self._on_event(body, mentioned=False)
@@ -237,8 +281,37 @@ class SlackConnector(Connector):
             return
         if not is_from_a_person(event, identity):
             return
-        if not self._messages.add((event["channel"], event["ts"])):
+        seen = (event["channel"], event["ts"])
+        if not self._messages.add(seen):
             return  # the other copy of a mention, or a retry under a new event id
+        try:
+            await self._deliver(event, identity, sink, mentioned=mentioned)
+        except BaseException as exc:
+            # Not stored: Bolt answers 500 and Slack's retry must be taken then.
+            self._messages.discard(seen)
+            if isinstance(event_id, str):
+                self._events.discard(event_id)
+            if isinstance(exc, Exception):
+                raise NotStored(f"slack: message {event['ts']} in {event['channel']} was not stored") from exc
+            raise
+
+    @staticmethod
+    async def _on_bolt_error(error: Exception) -> BoltResponse | None:
+        """Bolt's handler of what a listener or middleware raised.
+
+        A message that could not be stored stays a 500 (Slack retries it), logged with its
+        traceback. Anything else failed on a request of a shape Slack does not send (Bolt's
+        middleware reads its fields without checking them): a 400 and one log line.
+        """
+        if isinstance(error, NotStored):
+            log.error("%s", error, exc_info=error.__cause__)
+            return None
+        log.warning("slack: refused a request of a shape Slack does not send: %r", error)
+        return BoltResponse(status=400, body='{"ok": false, "error": "invalid_body"}')
+
+    async def _deliver(
+        self, event: Mapping[str, Any], identity: BotIdentity, sink: InboundSink, *, mentioned: bool
+    ) -> None:
         message = to_incoming(event, identity, self._threads, mentioned=mentioned)
         if message is None:
             return
@@ -251,13 +324,17 @@ class SlackConnector(Connector):
                 self._threads.add((message.channel, message.thread))
             # Look people up only when answering them: channel chatter costs no users.info calls.
             user = str(event["user"])
-            name, admin = await self._person(user, user_name_of(event) or user)
+            name, admin = await self._person(user, user_name_of(event) or user, EVENT_LOOKUP_TIMEOUT)
             message = replace(message, user_name=name, is_admin=admin)
-        sink.submit(message, self)
+        # Stored before this returns, and so before Bolt acknowledges the event.
+        await sink.receive(message, self)
 
-    async def _on_command(self, ack: AsyncAck, body: dict[str, Any]) -> None:
-        # Ack first: Slack shows the caller an error after 3 s, and the lookup below may take that long.
+    @staticmethod
+    async def _ack_command(ack: AsyncAck) -> None:
+        # Ack at once: Slack shows the caller an error after 3 s; _on_command runs after it.
         await ack()
+
+    async def _on_command(self, body: dict[str, Any]) -> None:
         sink, user = self._sink, body.get("user_id")
         if sink is None or not isinstance(user, str) or not user:
             return
@@ -268,14 +345,14 @@ class SlackConnector(Connector):
             return
         sink.submit_command(request, self)
 
-    async def _person(self, user: str, fallback: str) -> tuple[str, bool]:
+    async def _person(self, user: str, fallback: str, wait: float = LOOKUP_TIMEOUT) -> tuple[str, bool]:
         """Display name and workspace-admin flag (``users.info``, cached; ``fallback`` if unknown)."""
         known = self._people.get(user)
         if known is not None:
             return known
         name, admin = fallback, False
         try:
-            info = await asyncio.wait_for(self.client.users_info(user=user), LOOKUP_TIMEOUT)
+            info = await asyncio.wait_for(self.client.users_info(user=user), wait)
             person = info.get("user") or {}
             profile = person.get("profile") or {}
             name = profile.get("display_name") or profile.get("real_name") or person.get("name") or name
@@ -343,3 +420,8 @@ class SlackConnector(Connector):
         if response.status_code != 200:
             log.warning("slack: response_url answered HTTP %s: %s", response.status_code, response.body)
         return response.status_code == 200
+
+
+def _refuse(status: int, error: str, why: str) -> web.Response:
+    log.warning("slack: refused a request to %s: %s", EVENTS_PATH, why)
+    return web.json_response({"ok": False, "error": error}, status=status)

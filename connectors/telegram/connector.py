@@ -4,8 +4,14 @@ Lifecycle, driven by hand rather than ``run_polling`` (which blocks and installs
 ``start`` runs ``initialize`` (``getMe``), registers the command menu (``setMyCommands``, see
 :mod:`connectors.telegram.commands`), then ``updater.start_polling`` and ``start``; if any step
 fails, what already started is stopped and the application shut down again.
+Nothing is confirmed before it is stored: PTB's updater confirms a batch of updates by the
+``offset`` of its next ``getUpdates``, as soon as it has queued them. The connector hands PTB an
+update queue (:class:`StoredBeforeConfirmed`) whose ``put`` returns only once the application has
+handled the update, and the handler awaits the sink's ``receive``, which stores the message in
+the inbox; so an update is confirmed only after its message is in SQLite, and a crash in between
+gets it again from Telegram (answered once: the inbox knows its id).
 ``pause_intake`` (the first step of the app's shutdown) stops the updater, which confirms to
-Telegram only the updates it already queued, then stops the application, which hands every queued
+Telegram only the updates already handled, then stops the application, which hands every queued
 update to the sink first; updates fetched by a poll that was cut short are not confirmed and come
 again on the next start. The bot itself stays open, so replies still streaming can send and edit
 until ``stop`` shuts it down.
@@ -15,15 +21,17 @@ caller's admin status comes from ``getChatMember`` (remembered ``admin_cache_sec
 posting anonymously as the group. Telegram has no ephemeral messages, so answers the core marks
 ephemeral (refusals, usage) are replies to the command message like every other answer.
 
-Pacing is the core's (:attr:`limits`): about one call per second per chat, and in groups at most
-``group_edits_per_minute``. No PTB rate limiter is installed; a 429 becomes
-:class:`~bot.errors.RateLimited` and the core waits. Text is sent as HTML rendered from the
-Markdown (:mod:`connectors.telegram.render`); when Telegram refuses the entities, or the rendering
-would not fit, the Markdown itself goes out as plain text, so no text is lost to formatting.
+Pacing is the core's (:attr:`limits`): about one call per second per chat, in groups at most
+``group_edits_per_minute``, and about 30 per second over all chats together (:data:`BOT_WIDE`).
+No PTB rate limiter is installed; a 429 becomes :class:`~bot.errors.RateLimited` and the core waits.
+Text is sent as HTML rendered from the Markdown (:mod:`connectors.telegram.render`); when Telegram
+refuses the entities, or the rendering would not fit, the Markdown itself goes out as plain text,
+so no text is lost to formatting.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dtm
 import logging
 import warnings
@@ -59,6 +67,22 @@ T = TypeVar("T")
 
 DEFAULT_API = "https://api.telegram.org"
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
+BOT_WIDE = Pacing(min_interval=1 / 30, window_calls=30, window_seconds=1.0)
+"""Telegram's limit over all chats: about 30 messages per second per bot (the pacer stays below)."""
+
+
+class StoredBeforeConfirmed(asyncio.Queue[object]):
+    """PTB's update queue, whose ``put`` returns once the application has handled the update.
+
+    The updater confirms what it fetched (the next ``getUpdates`` offset) right after putting it
+    here, so it confirms only handled updates. It relies on the application calling
+    ``task_done`` after each update, and on handling one update at a time
+    (``concurrent_updates(False)``).
+    """
+
+    async def put(self, item: object) -> None:
+        await super().put(item)
+        await self.join()
 
 
 def api_urls(settings: TelegramSettings) -> tuple[str, str]:
@@ -109,6 +133,7 @@ class TelegramConnector(Connector):
                 window_calls=settings.group_edits_per_minute,
                 window_seconds=60.0,
             ),
+            total_pacing=BOT_WIDE,
         )
         self._app: TelegramApp | None = None
         self._sink: InboundSink | None = None
@@ -127,6 +152,7 @@ class TelegramConnector(Connector):
             .base_url(base)
             .base_file_url(files)
             .concurrent_updates(False)
+            .update_queue(StoredBeforeConfirmed())
             .build()
         )
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self._on_message))
@@ -236,7 +262,8 @@ class TelegramConnector(Connector):
             return
         incoming = to_incoming(message, self.bot_id, self.bot_username)
         if incoming is not None:
-            self._sink.submit(incoming, self)
+            # Stored before this returns, and so before the update is confirmed to Telegram.
+            await self._sink.receive(incoming, self)
 
     async def _on_command(self, message: Message, typed: TypedCommand) -> None:
         """Hand a command for this bot to the sink; commands for other bots are ignored."""

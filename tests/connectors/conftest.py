@@ -49,6 +49,10 @@ class Inbox:
         self.commands = list(commands)
         self.known = set(known)
 
+    async def receive(self, message: IncomingMessage, connector: Connector) -> bool:
+        self.messages.put_nowait(message)
+        return message.addressed
+
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
         self.messages.put_nowait(message)
 

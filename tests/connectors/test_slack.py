@@ -8,10 +8,13 @@ Socket Mode envelopes or signed HTTP events in, Web API calls out.
 from __future__ import annotations
 
 import itertools
+import json
+import logging
 import re
 import time
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bot.conversation import ConversationKey
@@ -22,7 +25,7 @@ from connectors.slack.connector import MAX_MESSAGE_CHARS
 from connectors.slack.render import to_mrkdwn
 from tests.conftest import MakeSettings
 from tests.connectors.conftest import essay
-from tests.fakes.slack import FakeSlack, post_event
+from tests.fakes.slack import FakeSlack, post_event, sign
 from tests.support import ScriptedEngine, make_app, scripted_engine, stored_turns, wait_reply, wait_turns
 
 SECRET = "s3cret"
@@ -181,6 +184,67 @@ async def test_http_mode_verifies_signatures_and_answers_a_retry_once(
         assert post.text == to_mrkdwn(turns[1].text)
         assert len(slack.calls_to("chat.postMessage")) == 1
         assert slack.rejected == []
+
+
+async def _post_raw(url: str, raw: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(url, data=raw, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def test_http_mode_refuses_forged_replayed_tampered_and_malformed_requests_without_a_5xx(
+    make_settings: MakeSettings, slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack_settings = SlackSettings(bot_token=slack.bot_token, signing_secret=SECRET, api_url=slack.url)
+    async with make_app(make_settings(slack=slack_settings)) as app:
+        assert app.web is not None
+        url = f"{app.web.url.rstrip('/')}/slack/events"
+        body = FakeSlack.event_body(dm("Hi there", "1700000021.000100"), "EvH2")
+        raw = json.dumps(body).encode()
+        now = int(time.time())
+        as_json = {"Content-Type": "application/json"}
+        as_form = {"Content-Type": "application/x-www-form-urlencoded"}
+        tampered = raw.replace(b"Hi there", b"Hi thore")
+        probes: dict[str, tuple[bytes, dict[str, str], int]] = {
+            "forged": (raw, as_json | sign("not-the-secret", raw), 401),
+            "replayed": (raw, as_json | sign(SECRET, raw, now - 600), 401),
+            "from the future": (raw, as_json | sign(SECRET, raw, now + 600), 401),
+            "tampered": (tampered, as_json | sign(SECRET, raw), 401),
+            "unsigned": (raw, as_json, 401),
+            "no signature": (raw, as_json | {"X-Slack-Request-Timestamp": str(now)}, 401),
+            "timestamp not a number": (raw, as_json | sign(SECRET, raw) | {"X-Slack-Request-Timestamp": "soon"}, 401),
+            "timestamp negative": (raw, as_json | sign(SECRET, raw, -5), 401),
+            "timestamp of 5000 digits": (raw, as_json | {"X-Slack-Request-Timestamp": "9" * 5000}, 401),
+            "timestamp in other digits": (raw, as_json | {"X-Slack-Request-Timestamp": "١٢٣"}, 401),
+            "signature garbage": (raw, as_json | sign(SECRET, raw) | {"X-Slack-Signature": "v0=zz"}, 401),
+        }
+        signed = {
+            "invalid JSON": (b'{"type": "event_callback", "event": ', as_json, 400),
+            "JSON array": (b"[1, 2, 3]", as_json, 400),
+            "JSON string": (b'"hello"', as_json, 400),
+            "not UTF-8": (b'{"text": "\xff\xfe"}', as_json, 400),
+            "a form payload that is not JSON": (b"payload=%7Bnope", as_form, 400),
+            "a form payload that is a list": (b"payload=%5B1%5D", as_form, 400),
+        }
+        for name, (data, headers, status) in signed.items():
+            probes[name] = (data, headers | sign(SECRET, data), status)
+        caplog.clear()
+        for name, (data, headers, status) in probes.items():
+            got, text = await _post_raw(url, data, headers)
+            assert (name, got) == (name, status), text
+            assert len(text) < 200, (name, text)
+            assert "Traceback" not in text, (name, text)
+        refusals = [r for r in caplog.records if "refused a request to /slack/events" in r.getMessage()]
+        assert len(refusals) == len(probes)  # one line each
+        # A signed event of an odd shape is no server error either, and is not answered.
+        odd_events: list[Any] = [{"type": "message"}, {"type": "message", "user": 5, "channel": [], "ts": {}}, "text"]
+        for number, event in enumerate(odd_events):
+            odd = body | {"event": event, "event_id": f"Ev-odd-{number}"}
+            assert (await post_event(url, odd, SECRET))[0] in (200, 400), event
+        assert (await post_event(url, {"type": "event_callback"}, SECRET))[0] == 404  # Bolt: nothing handles it
+        assert [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+        assert scripted_engine(app).prompts == []
+        assert await app.chat.inbox.depth() == 0
+        assert slack.calls_to("chat.postMessage") == []
 
 
 async def test_long_answer_rolls_over_into_new_messages_in_the_thread(

@@ -83,6 +83,11 @@ async def test_commands_answered_in_channel_refused_ephemerally_and_admins_recog
 
         # A workspace admin's /system and a PARLEY_ADMINS user's /scope take effect.
         await slack.send_command("/parley-system", "Talk like a pirate &amp; sing.", user="UADMIN", channel="C1")
+        # One at a time: two setting commands running at once can lose one update (read, then write).
+        await wait_until(
+            lambda: app.store.channel_settings("slack", "C1").system_prompt == "Talk like a pirate & sing.",
+            what="the system prompt applied",
+        )
         await slack.send_command("/parley-scope", "shared", user="UCONF", channel="C1")
 
         def applied() -> bool:
