@@ -30,6 +30,7 @@ from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.logs import reply_context
 from bot.metrics import Metrics
+from bot.names import SHARED_NOTE, Speakers
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -143,11 +144,29 @@ class ChatService:
         return conversation_key(message, scope)
 
     @staticmethod
-    def prompt(system_prompt: str, history: list[Turn]) -> list[ChatMessage]:
+    def prompt(
+        system_prompt: str, history: list[Turn], *, shared: bool = False, new: Turn | None = None
+    ) -> list[ChatMessage]:
+        """The model's messages for ``history`` and then the ``new`` user turn (always kept).
+
+        ``shared``: several people write here, so user turns carry their speaker's label
+        (``bot.names``) and the system prompt says so.
+        """
+        if shared and system_prompt:
+            system_prompt = f"{system_prompt}\n\n{SHARED_NOTE}"
         messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+        speakers = Speakers()
+
+        def content(turn: Turn) -> str:
+            if shared and turn.role == "user":
+                return speakers.say(turn.author, turn.author_name, turn.text)
+            return turn.text
+
         for turn in history:
             if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
-                messages.append(ChatMessage(turn.role, turn.text))
+                messages.append(ChatMessage(turn.role, content(turn)))
+        if new is not None:
+            messages.append(ChatMessage("user", content(new)))
         return messages
 
     # the pipeline
@@ -162,8 +181,12 @@ class ChatService:
         conversation_id: str | None = None,
         requester: str | None = None,
         entry: int | None = None,
+        author_name: str = "",
     ) -> AsyncIterator[Exchange]:
         """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn.
+
+        The turn's author is ``requester`` (the user id) with display name ``author_name``; in a
+        shared conversation (no user in ``key``) the model sees who wrote each turn.
 
         ``entry`` is the inbox entry the reply answers: its turns are noted there, so that an
         answer cut off by a crash can be replaced by a complete one after the restart.
@@ -171,9 +194,10 @@ class ChatService:
         async with self._locks.hold(key):
             conversation_id = await self.store.conversation(key, create_id=conversation_id)
             history = await self.store.turns(conversation_id)
-            user_turn = await self.store.add_turn(conversation_id, "user", text)
-            messages = self.prompt(self.system_prompt(key), history)
-            messages.append(ChatMessage("user", text))
+            author = requester or ""
+            user_turn = await self.store.add_turn(conversation_id, "user", text, author=author, author_name=author_name)
+            new = Turn(user_turn, "user", text, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
+            messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new)
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
@@ -267,8 +291,10 @@ class ChatService:
     def engine_status(self) -> str:
         return self.engine.status()
 
-    async def stream_answer(self, key: ConversationKey, prompt: str, requester: str, replier: Replier) -> str:
-        async with self.exchange(key, prompt, requester=requester) as exchange:
+    async def stream_answer(
+        self, key: ConversationKey, prompt: str, requester: str, replier: Replier, requester_name: str = ""
+    ) -> str:
+        async with self.exchange(key, prompt, requester=requester, author_name=requester_name) as exchange:
             return await replier.stream(exchange)
 
     def stop_reply(self, key: ConversationKey, user: str) -> bool:
@@ -437,7 +463,9 @@ class ChatService:
         try:
             await streamer.start()
             await self.inbox.replied_in(entry.id, streamer.message_ids)
-            async with self.exchange(key, message.text, requester=message.user, entry=entry.id) as exchange:
+            async with self.exchange(
+                key, message.text, requester=message.user, entry=entry.id, author_name=message.user_name
+            ) as exchange:
 
                 async def progress(_text: str, ids: tuple[str, ...]) -> None:
                     await exchange.save_progress(message_ids=ids)
@@ -456,7 +484,9 @@ class ChatService:
     async def answer_quietly(self, message: IncomingMessage, key: ConversationKey, entry: int) -> str:
         """Answer into the store only: a web API message whose client is gone after a restart."""
         try:
-            async with self.exchange(key, message.text, requester=message.user, entry=entry) as exchange:
+            async with self.exchange(
+                key, message.text, requester=message.user, entry=entry, author_name=message.user_name
+            ) as exchange:
                 async for _ in exchange:
                     pass
                 return exchange.text

@@ -88,7 +88,9 @@ class PluginHost(Protocol):
 
     def engine_status(self) -> str: ...
 
-    async def stream_answer(self, key: ConversationKey, prompt: str, requester: str, replier: Replier) -> str: ...
+    async def stream_answer(
+        self, key: ConversationKey, prompt: str, requester: str, replier: Replier, requester_name: str = ""
+    ) -> str: ...
 
     def stop_reply(self, key: ConversationKey, user: str) -> bool: ...
 
@@ -132,7 +134,7 @@ class Invocation:
     async def stream(self, prompt: str) -> str:
         """Answer ``prompt`` with the model in this conversation, streamed; returns the text."""
         self.replied = True
-        return await self.host.stream_answer(self.key, prompt, self.user, self.replier)
+        return await self.host.stream_answer(self.key, prompt, self.user, self.replier, self.user_name)
 
     def stop_reply(self) -> bool:
         """Stop the reply being written in this conversation (or the caller's, elsewhere in the

@@ -1,7 +1,8 @@
 """Conversation storage in SQLite (aiosqlite, WAL).
 
-Tables: ``conversations`` (one row per conversation key), ``turns`` (each user message and bot
-reply, with its status and the platform message ids that carry it) and ``channel_settings``.
+Tables: ``conversations`` (one row per conversation key, with its persona), ``turns`` (each user
+message, with its author, and bot reply, with its status and the platform message ids that carry
+it), ``channel_settings`` and ``notes`` (the memory; ``notes_index`` is its FTS5 index).
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades a database one
 step at a time, so a database from any earlier release opens.
 
@@ -75,6 +76,34 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX inbox_open ON inbox (state, id) WHERE state != 'done';
     CREATE INDEX conversations_by_user ON conversations (platform, user);
     """,
+    # 3: who said what (the author of user turns), personas per conversation and channel, and notes
+    # (bot/memory.py): a user's own (channel '') or a channel's (user ''), searched through FTS5
+    """
+    ALTER TABLE turns ADD COLUMN author TEXT NOT NULL DEFAULT '';
+    ALTER TABLE turns ADD COLUMN author_name TEXT NOT NULL DEFAULT '';
+    ALTER TABLE conversations ADD COLUMN persona TEXT;
+    ALTER TABLE channel_settings ADD COLUMN persona TEXT;
+    ALTER TABLE channel_settings ADD COLUMN persona_locked INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        CHECK ((channel = '') != (user = ''))
+    );
+    CREATE INDEX notes_by_owner ON notes (platform, user, channel, id);
+    CREATE VIRTUAL TABLE notes_index USING fts5(
+        text, content = 'notes', content_rowid = 'id', tokenize = 'porter unicode61'
+    );
+    CREATE TRIGGER notes_indexed AFTER INSERT ON notes BEGIN
+        INSERT INTO notes_index (rowid, text) VALUES (new.id, new.text);
+    END;
+    CREATE TRIGGER notes_unindexed AFTER DELETE ON notes BEGIN
+        INSERT INTO notes_index (notes_index, rowid, text) VALUES ('delete', old.id, old.text);
+    END;
+    """,
 )
 
 
@@ -100,6 +129,10 @@ class Turn:
     status: TurnStatus
     message_ids: tuple[str, ...]
     seconds: float = 0.0
+    author: str = ""
+    """The user id of whoever wrote a user turn (``""`` for replies, and turns stored before release 3)."""
+    author_name: str = ""
+    """Their display name when they wrote it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +311,23 @@ class Store:
         token_count: int = 0,
         status: TurnStatus = TurnStatus.COMPLETE,
         message_ids: tuple[str, ...] = (),
+        author: str = "",
+        author_name: str = "",
     ) -> int:
         cursor = await self.db.execute(
-            "INSERT INTO turns (conversation_id, role, text, token_count, created_at, status, message_ids)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (conversation_id, role, text, token_count, time.time(), status, json.dumps(list(message_ids))),
+            "INSERT INTO turns (conversation_id, role, text, token_count, created_at, status, message_ids,"
+            " author, author_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                conversation_id,
+                role,
+                text,
+                token_count,
+                time.time(),
+                status,
+                json.dumps(list(message_ids)),
+                author,
+                author_name,
+            ),
         )
         await self.db.commit()
         return cast("int", cursor.lastrowid)
@@ -323,8 +368,8 @@ class Store:
     async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = 500) -> list[Turn]:
         """The conversation's turns, oldest first (the newest ``limit``)."""
         query = (
-            "SELECT t.id, t.role, t.text, t.token_count, t.created_at, t.status, t.message_ids, t.seconds"
-            " FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+            "SELECT t.id, t.role, t.text, t.token_count, t.created_at, t.status, t.message_ids, t.seconds,"
+            " t.author, t.author_name FROM turns t JOIN conversations c ON c.id = t.conversation_id"
             " WHERE t.conversation_id = ? AND (? = 0 OR t.created_at >= c.reset_at)"
             " ORDER BY t.id DESC LIMIT ?"
         )
@@ -340,6 +385,8 @@ class Store:
                 status=TurnStatus(row[5]),
                 message_ids=tuple(json.loads(row[6])),
                 seconds=row[7],
+                author=row[8],
+                author_name=row[9],
             )
             for row in reversed(list(rows))
         ]

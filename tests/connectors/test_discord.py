@@ -117,8 +117,8 @@ async def test_thread_is_one_conversation_for_its_members(fake: FakeDiscord, mak
         engine = scripted_engine(app)
 
     assert [t.role for t in turns] == ["user", "assistant", "user", "assistant"]
-    assert user_texts(engine) == ["Hi, who are you?", "What did alice ask?"]
-    assert "You said: Hi, who are you?" in [m.content for m in engine.prompts[-1] if m.role == "assistant"]
+    assert user_texts(engine) == ["[alice]: Hi, who are you?", "[bob]: What did alice ask?"]
+    assert "You said: [alice]: Hi, who are you?" in [m.content for m in engine.prompts[-1] if m.role == "assistant"]
     assert len(fake.posts(fake.thread_id)) == 2
     assert fake.posts(fake.channel_id) == []
     assert shown(fake, first) == first.text.rstrip()

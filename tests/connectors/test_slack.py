@@ -131,9 +131,9 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
         engine = scripted_engine(app)
         assert len(engine.prompts) == 2  # once per mention/thread message, never for the rest
         assert [m.content for m in engine.prompts[-1] if m.role != "system"] == [
-            "Tell me a joke about cats",
-            "You said: Tell me a joke about cats",
-            "Another one please",
+            "[name-U2]: Tell me a joke about cats",
+            "You said: [name-U2]: Tell me a joke about cats",
+            "[name-U3]: Another one please",
         ]
         posts = slack.posted("C1", any_thread=True)
         assert [p.thread_ts for p in posts] == [ts, ts]
@@ -312,5 +312,8 @@ async def test_a_thread_answered_before_a_restart_still_needs_no_mention(
         turns = await answered(app.store, key, replies=2)
         assert turns[2].text == "And again?"
         await wait_turns(app.store, key, lambda turns: len(turns) == 4, what="nothing more")
-        assert [m.content for m in scripted_engine(app).prompts[-1] if m.role == "user"] == ["Say hi", "And again?"]
+        assert [m.content for m in scripted_engine(app).prompts[-1] if m.role == "user"] == [
+            "[name-U2]: Say hi",
+            "[name-U3]: And again?",
+        ]
     assert [p.thread_ts for p in slack.posted("C1", any_thread=True)] == [ts, ts]

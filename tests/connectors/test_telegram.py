@@ -148,7 +148,7 @@ async def test_forum_topic_reply_lands_in_topic(make_settings: MakeSettings, fak
         asked = fake.push(FORUM, f"@{BOT_USERNAME} hello there", user_id=9, thread=55)
         key = ConversationKey("telegram", str(FORUM.id), "55", None)
         _, sent = await answered(app.store, fake, key, FORUM, asked)
-    assert [(m.thread, m.reply_to, m.text) for m in sent] == [(55, asked, "You said: hello there")]
+    assert [(m.thread, m.reply_to, m.text) for m in sent] == [(55, asked, "You said: [Ada]: hello there")]
     actions = [c for c in fake.calls if c.method == "sendChatAction"]
     assert actions
     assert actions[0].params.get("message_thread_id") == "55"
