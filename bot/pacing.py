@@ -101,6 +101,11 @@ class Pacer:
                 total = self._clock(ALL_CHANNELS)
                 async with total.lock:
                     await self._wait(total, self.total)
+                # The call goes out now, not when the channel was ready: count it from now.
+                now = asyncio.get_running_loop().time()
+                clock.last = now
+                if pacing.cap is not None:
+                    clock.recent[-1] = now
 
     @staticmethod
     async def _wait(clock: _ChannelClock, pacing: Pacing) -> None:
