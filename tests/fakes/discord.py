@@ -6,9 +6,11 @@ It speaks just enough of the real protocol for an unpatched discord.py client:
   as text otherwise): login (``/users/@me``, ``/oauth2/applications/@me``), ``/gateway``,
   ``/gateway/bot``, posting and editing messages, the typing indicator. Every call is recorded
   with its loop time in :attr:`FakeDiscord.calls`.
-- ``X-RateLimit-*`` headers from a fixed 5-per-5-s bucket per route and channel, as Discord does;
-  a call over the bucket is answered 429 (with ``Via``, so discord.py treats it as Discord's own)
-  and recorded in :attr:`FakeDiscord.rejected`. :meth:`FakeDiscord.reject_next_edit` injects one.
+- ``X-RateLimit-*`` headers from a 5-per-5-s bucket, as Discord does; a call over the bucket is
+  answered 429 (with ``Via``, so discord.py treats it as Discord's own) and recorded in
+  :attr:`FakeDiscord.rejected`. Strict (the default): one sliding 5 s window per channel over every
+  message write there (posts, edits, interaction followups and their edits). ``strict=False``: a
+  fixed window per route and channel. :meth:`FakeDiscord.reject_next_edit` injects a 429.
 - The gateway: HELLO, heartbeat ACKs, IDENTIFY → READY + GUILD_CREATE, dispatches with sequence
   numbers, op 7 on demand (:meth:`FakeDiscord.force_reconnect`) and RESUME → replay of every event
   the client missed, then RESUMED. Events raised while no client is connected wait for the resume.
@@ -25,6 +27,7 @@ It speaks just enough of the real protocol for an unpatched discord.py client:
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import json
 import re
@@ -106,7 +109,8 @@ class FakeDiscord:
 
     token = "fake-discord-token"
 
-    def __init__(self, heartbeat_ms: int = 10_000) -> None:
+    def __init__(self, heartbeat_ms: int = 10_000, *, strict: bool = True) -> None:
+        self.strict = strict
         self._ids = itertools.count(1)
         self.bot = _user(self.snowflake(), "parley", bot=True)
         self.app_id = self.snowflake()
@@ -126,6 +130,8 @@ class FakeDiscord:
         self.last_identify: dict[str, Any] = {}
         self.resumes = 0
         self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self._writes: dict[str, collections.deque[float]] = {}
+        """Accepted message writes per channel in the last 5 s (strict)."""
         self._inject_429: list[float] = []
         self._session: _Session | None = None
         self._ws: web.WebSocketResponse | None = None
@@ -230,22 +236,37 @@ class FakeDiscord:
         limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
         return self._json({"url": self.gateway_url, "shards": 1, "session_start_limit": limit})
 
-    def _rate_limit(self, route: str, channel: str, call: Call) -> web.Response | None:
-        """A fixed window per route and channel; the headers say where the bucket stands."""
-        now = asyncio.get_running_loop().time()
+    def _window(self, route: str, channel: str, now: float) -> tuple[int, float, str]:
+        """Calls already accepted in the bucket, seconds until it frees a place, its name."""
+        if self.strict:
+            times = self._writes.setdefault(channel, collections.deque())
+            while times and times[0] <= now - BUCKET_SECONDS:
+                times.popleft()
+            return len(times), (times[0] + BUCKET_SECONDS - now) if times else BUCKET_SECONDS, "channel-writes"
         bucket = self._buckets.setdefault((route, channel), _Bucket())
         # A few ms of slack: requests paced exactly 5 s apart can arrive with network jitter.
         if now >= bucket.opened + BUCKET_SECONDS - 0.05:
             bucket.opened, bucket.used = now, 0
-        reset_after = max(0.0, bucket.opened + BUCKET_SECONDS - now)
+        return bucket.used, max(0.0, bucket.opened + BUCKET_SECONDS - now), route
+
+    def _count(self, route: str, channel: str, now: float) -> None:
+        if self.strict:
+            self._writes[channel].append(now)
+        else:
+            self._buckets[(route, channel)].used += 1
+
+    def _rate_limit(self, route: str, channel: str, call: Call) -> web.Response | None:
+        """Refuse a call over the bucket; the headers say where the bucket stands."""
+        now = asyncio.get_running_loop().time()
+        used, reset_after, name = self._window(route, channel, now)
         injected = self._inject_429.pop(0) if route == "edit" and self._inject_429 else None
-        if injected is None and bucket.used < BUCKET_CALLS:
-            bucket.used += 1
+        if injected is None and used < BUCKET_CALLS:
+            self._count(route, channel, now)
             call.body["_headers"] = {
                 "X-RateLimit-Limit": str(BUCKET_CALLS),
-                "X-RateLimit-Remaining": str(BUCKET_CALLS - bucket.used),
+                "X-RateLimit-Remaining": str(BUCKET_CALLS - used - 1),
                 "X-RateLimit-Reset-After": f"{reset_after:.3f}",
-                "X-RateLimit-Bucket": route,
+                "X-RateLimit-Bucket": name,
             }
             return None
         retry_after = injected if injected is not None else reset_after

@@ -11,9 +11,11 @@ recorded in ``responses``); over HTTP, :func:`post_command` sends one form-encod
 Chat calls to a channel in ``not_member`` fail with ``not_in_channel``.
 
 Like Slack, it posts a ``message`` event for each message the bot posts (``echo``), rejects
-``chat.update`` text over 4,000 characters (``msg_too_long``) and, when ``min_gap`` is set,
-answers 429 ``ratelimited`` with ``Retry-After`` to a chat call that comes sooner than
-``min_gap`` seconds after the previous one in the same channel. :meth:`FakeSlack.rate_limit`
+``chat.update`` text over 4,000 characters (``msg_too_long``) and answers 429 ``ratelimited``
+with ``Retry-After`` to a chat call (``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``)
+that comes sooner than ``min_gap`` seconds after the previous accepted one in the same channel:
+Slack's "about one message per second" per channel (``min_gap`` 0.9 when ``strict``, the
+default: a second less 0.1 s for the network's jitter; 0.5 otherwise; 0 turns it off). :meth:`FakeSlack.rate_limit`
 forces 429s. Every call is recorded with its loop time, and rejected calls are marked.
 """
 
@@ -93,14 +95,16 @@ class FakeSlack:
         app_token: str = "xapp-test",
         bot_user: str = "UBOT",
         bot_id: str = "BBOT",
-        min_gap: float | None = 0.5,
+        strict: bool = True,
+        min_gap: float | None = None,
         echo: bool = True,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
         self.bot_user = bot_user
         self.bot_id = bot_id
-        self.min_gap = min_gap
+        self.strict = strict
+        self.min_gap = min_gap if min_gap is not None else (0.9 if strict else 0.5)
         self.echo = echo
         self.scopes: list[str] = list(BOT_SCOPES)
         """The bot token's scopes, sent as ``x-oauth-scopes`` (auth.test): as if installed from Parley's manifest."""
@@ -204,7 +208,7 @@ class FakeSlack:
             if channel in self.not_member:
                 return self._error(call, "not_in_channel")
             last = self._last_accepted.get(channel)
-            if self.min_gap is not None and last is not None and call.at - last < self.min_gap:
+            if last is not None and call.at - last < self.min_gap:
                 return self._limited(call, 1)
         return handler(call)
 

@@ -12,9 +12,15 @@ What tests need from it:
 - every call is recorded in :attr:`FakeTelegram.calls` with its time and whether it was refused;
 - HTML text is parsed like Telegram does (unknown or unbalanced tags → "can't parse entities"),
   the visible text is stored and its length checked against 4096 UTF-16 units;
-- pacing is enforced: a second send/edit to one chat within ``min_gap`` seconds, more than
-  ``group_per_minute`` in a group, or any call while a ``retry_after`` is running is refused
-  with a 429 and counted as a pacing rejection;
+- Telegram's limits are enforced in sliding windows that end at each call's arrival (``strict``,
+  the default): more than ``group_per_minute`` (20) sends/edits in any 60 s in a group, more than
+  ``total_per_second`` (30) in any second over all chats, a second one to a chat within
+  ``min_gap`` (0.9 s: Telegram's "about one per second", less 0.1 s for the network's jitter,
+  which a loaded test machine shows too), or any call while a ``retry_after`` is running is
+  refused with a 429 (``parameters.retry_after``) and counted as a pacing rejection
+  (``refused("pacing")``, the rule in :attr:`Call.rule`); ``strict=False`` drops the bot-wide cap;
+- ``redeliver=False`` is a Bot API that never redelivers: an update is gone once fetched, confirmed
+  or not, so a bot killed before storing it loses it (the real Bot API keeps unconfirmed ones);
 - :meth:`FakeTelegram.fail` injects an error for the next matching call(s).
 """
 
@@ -113,6 +119,8 @@ class Call:
     status: int = 200
     refused: str | None = None
     """Why the fake refused the call: "pacing", "injected", "not_modified", "entities", "too_long", ..."""
+    rule: str | None = None
+    """For a pacing refusal, the limit it broke: "blocked", "gap", "group" or "total"."""
 
     @property
     def chat(self) -> int | None:
@@ -154,11 +162,21 @@ class Chat:
 class FakeTelegram:
     """The fake server; ``async with FakeTelegram() as tg:`` listens on an ephemeral port."""
 
+    strict: bool = True
+    """Telegram's documented limits, in sliding windows; ``False``: no bot-wide cap."""
     min_gap: float = 0.9
+    """Seconds between two sends/edits to one chat."""
     group_per_minute: int = 20
+    total_per_second: int | None = None
+    """Sends/edits over all chats in any second (default 30 strict, unlimited otherwise)."""
+    redeliver: bool = True
+    """Whether fetched updates stay until confirmed by a later ``offset`` (the real Bot API)."""
     calls: list[Call] = field(default_factory=list)
     messages: dict[tuple[int, int], BotMessage] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)
+    """Updates not fetched yet (or, with ``redeliver``, not confirmed yet)."""
+    fetched: list[dict[str, Any]] = field(default_factory=list)
+    """Every update a getUpdates answer carried, in order (twice if it was fetched twice)."""
     faults: list[Fault] = field(default_factory=list)
     menus: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     """The command menu set per scope: "default", "all_chat_administrators", "chat:<id>", ..."""
@@ -177,6 +195,10 @@ class FakeTelegram:
 
     # server
 
+    def __post_init__(self) -> None:
+        if self.total_per_second is None and self.strict:
+            self.total_per_second = 30
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
@@ -186,7 +208,7 @@ class FakeTelegram:
         app.router.add_post("/bot{token}/{method}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -299,7 +321,7 @@ class FakeTelegram:
         if method in PACED:
             refusal = self._pacing(call)
             if refusal is not None:
-                call.status, call.refused = 429, "pacing"
+                call.status, call.refused, call.rule = 429, "pacing", refusal
                 return _error(429, "Too Many Requests: retry after 1", {"retry_after": 1})
         try:
             result = await handler(params)
@@ -308,7 +330,12 @@ class FakeTelegram:
             return _error(exc.code, exc.description)
         return web.json_response({"ok": True, "result": result})
 
+    def accepted_writes(self) -> list[Call]:
+        """Every send and edit the fake accepted, in order."""
+        return [c for c in self.calls if c.method in PACED and c.refused is None]
+
     def _pacing(self, call: Call) -> str | None:
+        """Which limit ``call`` breaks, if any: every window slides, ending at the call's arrival."""
         chat = call.chat
         if chat is None:
             return None
@@ -319,6 +346,14 @@ class FakeTelegram:
             return "gap"
         if chat < 0 and len([c for c in earlier if c.at > call.at - 60.0]) >= self.group_per_minute:
             return "group"
+        if self.total_per_second is not None:
+            writes = 0
+            for other in reversed(self.calls):  # in arrival order, so stop at the window's start
+                if other.at <= call.at - 1.0:
+                    break
+                writes += other is not call and other.method in PACED and other.refused is None
+            if writes >= self.total_per_second:
+                return "total"
         return None
 
     async def _m_getMe(self, params: dict[str, Any]) -> Any:
@@ -399,7 +434,11 @@ class FakeTelegram:
                 await asyncio.wait_for(self._new_update.wait(), deadline - time.monotonic())
             except TimeoutError:
                 break
-        return self.updates[:limit]
+        fetched = self.updates[:limit]
+        if not self.redeliver:
+            del self.updates[: len(fetched)]  # gone once fetched, whatever the bot does with it
+        self.fetched.extend(fetched)
+        return fetched
 
     def _text(self, params: dict[str, Any]) -> tuple[str, str, str | None]:
         source = str(params.get("text", ""))
