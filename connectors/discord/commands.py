@@ -89,7 +89,10 @@ def option_values(command: Command | None, data: Mapping[str, Any]) -> dict[str,
     """
     names = {param.name.lower(): param.name for param in command.params} if command is not None else {}
     values: dict[str, object] = {}
-    for option in data.get("options") or ():
+    options = data.get("options")
+    for option in options if isinstance(options, list) else ():
+        if not isinstance(option, Mapping):
+            continue  # not what Discord sends: skipped, never an error
         name = str(option.get("name", ""))
         values[names.get(name, name)] = option.get("value")
     return values

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from bot.bounded import BoundedSet
 from bot.conversation import CommandRequest, Destination, IncomingMessage
@@ -67,19 +67,24 @@ class BotIdentity:
         return re.compile(rf"<@{re.escape(self.user_id)}(?:\|[^>]*)?>")
 
 
+def is_slack_id(value: object) -> TypeGuard[str]:
+    """A user or channel id, or a ``ts``, as Slack writes them (letters, digits, dots)."""
+    return isinstance(value, str) and bool(value) and value.isascii() and value.replace(".", "").isalnum()
+
+
 def is_from_a_person(event: Mapping[str, Any], identity: BotIdentity) -> bool:
     """False for bot messages (ours or others'), housekeeping subtypes and malformed events."""
     if event.get("type") not in ("message", "app_mention"):
         return False
     subtype = event.get("subtype")
-    if subtype is not None and subtype not in USER_SUBTYPES:
+    if subtype is not None and (not isinstance(subtype, str) or subtype not in USER_SUBTYPES):
         return False
     if event.get("bot_id") or event.get("bot_profile"):
         return False
     user = event.get("user")
-    if not isinstance(user, str) or not user or user == identity.user_id:
+    if not is_slack_id(user) or user == identity.user_id:
         return False
-    return all(isinstance(event.get(name), str) and event.get(name) for name in ("channel", "ts"))
+    return all(is_slack_id(event.get(name)) for name in ("channel", "ts"))
 
 
 def channel_type(event: Mapping[str, Any]) -> str:
@@ -167,10 +172,14 @@ class CommandHandle:
 def to_command_request(
     payload: Mapping[str, Any], *, prefix: str, user_name: str = "", is_admin: bool = False
 ) -> CommandRequest | None:
-    """The request a slash-command payload carries, or None if it lacks the caller or the channel."""
+    """The request a slash-command payload carries, or None if it lacks the caller or the channel
+    (or they, or the command's name, are not what Slack sends)."""
     user, channel = payload.get("user_id"), payload.get("channel_id")
-    if not isinstance(user, str) or not user or not isinstance(channel, str) or not channel:
+    if not is_slack_id(user) or not is_slack_id(channel):
         return None
+    name = command_name(str(payload.get("command", "")), prefix)
+    if not (name.isascii() and name.isprintable()):
+        return None  # Slack's command names are ASCII
     text = payload.get("text")
     direct = is_direct_channel(channel)
     handle = CommandHandle(user=user, response_url=str(payload.get("response_url") or ""))
@@ -178,7 +187,7 @@ def to_command_request(
         platform=PLATFORM,
         channel=channel,
         user=user,
-        name=command_name(str(payload.get("command", "")), prefix),
+        name=name,
         args=unescape(text).strip() if isinstance(text, str) else "",
         is_direct=direct,
         user_name=user_name or str(payload.get("user_name") or user),

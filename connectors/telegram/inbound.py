@@ -36,9 +36,30 @@ def _is_topic_root(message: Message, reply: Message) -> bool:
     )
 
 
+def _utf16(text: str) -> bytes:
+    # surrogatepass: a lone surrogate (JSON can carry one) is one UTF-16 unit, as Telegram counts it.
+    return text.encode("utf-16-le", "surrogatepass")
+
+
 def _index(text: str, utf16_offset: int) -> int:
     """The Python string index of a UTF-16 offset (Telegram counts entities in UTF-16)."""
-    return len(text.encode("utf-16-le")[: 2 * utf16_offset].decode("utf-16-le", errors="ignore"))
+    return len(_utf16(text)[: 2 * max(0, utf16_offset)].decode("utf-16-le", "surrogatepass"))
+
+
+def _entities(message: Message) -> list[tuple[MessageEntity, int, str]]:
+    """Each entity of the text with its start (a Python index) and its text.
+
+    Unlike PTB's ``parse_entities`` this takes any text: lone surrogates, and offsets or lengths
+    past the end (an entity there covers what is left, or nothing).
+    """
+    text = message.text or ""
+    units = _utf16(text)
+    found = []
+    for entity in message.entities:
+        start, end = max(0, entity.offset), max(0, entity.offset + entity.length)
+        value = units[2 * start : 2 * end].decode("utf-16-le", "surrogatepass")
+        found.append((entity, _index(text, start), value))
+    return found
 
 
 def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMessage | None:
@@ -51,8 +72,7 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
     handle = f"@{bot_username}".lower()
     addressed = is_direct
     cuts: list[tuple[int, int]] = []  # spans of the bot's handle, in Python string indices
-    for entity, value in message.parse_entities().items():
-        start = _index(text, entity.offset)
+    for entity, start, value in _entities(message):
         if entity.type == MessageEntity.MENTION and value.lower() == handle:
             addressed = True
             cuts.append((start, start + len(value)))
