@@ -16,7 +16,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,8 +133,22 @@ class ChatService:
         )
 
     def system_prompt(self, key: ConversationKey) -> str:
+        """The channel's ``/system`` prompt, else the persona answering in ``key``, else the default."""
         channel = self.store.channel_settings(key.platform, key.channel)
-        return channel.system_prompt if channel.system_prompt is not None else self.settings.system_prompt
+        if channel.system_prompt is not None:
+            return channel.system_prompt
+        persona = self.persona_of(key)
+        return self.settings.personas[persona] if persona is not None else self.settings.system_prompt
+
+    def persona_of(self, key: ConversationKey) -> str | None:
+        """The persona answering in ``key``: the conversation's choice unless the channel is locked, else
+        the channel's default; ``None`` for the default prompt. A name no longer configured is skipped."""
+        channel = self.store.channel_settings(key.platform, key.channel)
+        chosen = None if channel.persona_locked else self.store.conversation_persona(key)
+        for name in (chosen, channel.persona):
+            if name is not None and name in self.settings.personas:
+                return name
+        return None
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         return await self.store.find_conversation(key) is not None
@@ -311,6 +325,16 @@ class ChatService:
 
     def channel_settings(self, platform: str, channel: str) -> ChannelSettings:
         return self.store.channel_settings(platform, channel)
+
+    @property
+    def personas(self) -> Mapping[str, str]:
+        return self.settings.personas
+
+    def conversation_persona(self, key: ConversationKey) -> str | None:
+        return self.store.conversation_persona(key)
+
+    async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None:
+        await self.store.set_conversation_persona(key, persona)
 
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.store.set_channel_settings(platform, channel, settings)

@@ -37,7 +37,7 @@ Contracts:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ from pydantic import BaseModel
 
 from bot.command import Arg, Command, Handler, command_from
 from bot.conversation import ConversationKey, IncomingMessage, Scope
-from bot.errors import PluginError
+from bot.errors import CommandError, PluginError
 from bot.exchange import Exchange
 from bot.metrics import Metrics
 from bot.settings import Settings
@@ -56,6 +56,7 @@ __all__ = [
     "ChannelSettings",
     "ChannelStats",
     "Command",
+    "CommandError",
     "IncomingMessage",
     "Invocation",
     "MessageContext",
@@ -101,6 +102,15 @@ class PluginHost(Protocol):
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None: ...
 
     async def channel_stats(self, platform: str, channel: str) -> ChannelStats: ...
+
+    @property
+    def personas(self) -> Mapping[str, str]: ...
+
+    def persona_of(self, key: ConversationKey) -> str | None: ...
+
+    def conversation_persona(self, key: ConversationKey) -> str | None: ...
+
+    async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None: ...
 
 
 @dataclass
@@ -156,6 +166,27 @@ class Invocation:
     async def channel_stats(self) -> ChannelStats:
         """Turns, replies, tokens and generation time in this channel."""
         return await self.host.channel_stats(self.platform, self.channel)
+
+    @property
+    def personas(self) -> Mapping[str, str]:
+        """The configured personas: name to system prompt."""
+        return self.host.personas
+
+    def persona(self) -> str | None:
+        """The persona answering in this conversation (``None``: the default prompt); the channel's
+        ``/system`` prompt, if set, overrides it."""
+        return self.host.persona_of(self.key)
+
+    def chosen_persona(self) -> str | None:
+        """The persona this conversation chose, whether or not the channel lets it apply."""
+        return self.host.conversation_persona(self.key)
+
+    async def set_persona(self, persona: str | None) -> None:
+        """Choose this conversation's persona (a name in :attr:`personas`; ``None``: the channel's);
+        it applies from the next reply. The channel's default and lock are in :meth:`channel_settings`."""
+        if persona is not None and persona not in self.host.personas:
+            raise ValueError(f"no persona is named {persona!r}")
+        await self.host.set_conversation_persona(self.key, persona)
 
     @property
     def default_system_prompt(self) -> str:

@@ -21,6 +21,10 @@ from bot.bundled import bundled_model_path
 from bot.errors import ConfigError
 
 DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant in a community chat. Answer briefly and clearly."
+PERSONA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+PERSONA_RESERVED = frozenset({"default", "lock", "off"})
+"""Words of the ``/persona`` command, which cannot name a persona."""
+PERSONA_LIMIT = 4000
 
 
 def _split_list(value: object) -> object:
@@ -319,6 +323,13 @@ class Settings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})
     """System prompt for every conversation; empty sends none. A channel's admins can override it with
     ``/system``."""
+    personas: dict[str, str] = Field(default_factory=dict, json_schema_extra={"doc_default": "none"})
+    """Named system prompts users choose with ``/persona``: one variable per persona, ``PARLEY_PERSONAS``
+    then ``__`` and its name (lowercase letters, digits, ``-`` or ``_``, at most 32), set to the prompt.
+    Names are case-insensitive; ``default``, ``lock`` and ``off`` are taken by the command."""
+    persona_dir: Path | None = None
+    """A directory of personas as Markdown files: ``pirate.md`` holds the ``pirate`` persona's prompt. Read at
+    start; a persona of the same name in ``PERSONAS`` wins."""
     admins: CommaList = Field(default_factory=list)
     """Admins as ``platform:user_id``, comma-separated (``telegram:123,discord:456,slack:U789``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -330,6 +341,31 @@ class Settings(BaseSettings):
     ``interrupted``)."""
 
     _split = field_validator("admins", mode="before")(_split_list)
+
+    @model_validator(mode="after")
+    def _load_personas(self) -> Settings:
+        found: dict[str, str] = {}
+        if self.persona_dir is not None:
+            if not self.persona_dir.is_dir():
+                raise ValueError(f"PARLEY_PERSONA_DIR: {str(self.persona_dir)!r} is not a directory")
+            for path in sorted(self.persona_dir.glob("*.md")):
+                try:
+                    found[path.stem.lower()] = path.read_text(encoding="utf-8")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise ValueError(f"PARLEY_PERSONA_DIR: cannot read {path.name}: {exc}") from None
+        found |= {name.lower(): prompt for name, prompt in self.personas.items()}
+        for name, prompt in found.items():
+            if not PERSONA_NAME.fullmatch(name) or name in PERSONA_RESERVED:
+                raise ValueError(
+                    f"PARLEY_PERSONAS: {name!r} cannot name a persona (use up to 32 lowercase letters, digits, "
+                    f"- or _; not {', '.join(sorted(PERSONA_RESERVED))})"
+                )
+            if not prompt.strip():
+                raise ValueError(f"PARLEY_PERSONAS: the persona {name!r} has an empty prompt")
+            if len(prompt) > PERSONA_LIMIT:
+                raise ValueError(f"PARLEY_PERSONAS: the persona {name!r} is longer than {PERSONA_LIMIT} characters")
+        self.personas = {name: found[name].strip() for name in sorted(found)}
+        return self
 
 
 def _describe(error: ValidationError) -> str:

@@ -155,7 +155,12 @@ class ConversationSummary:
 @dataclass(frozen=True, slots=True)
 class ChannelSettings:
     system_prompt: str | None = None
+    """Set with ``/system``: overrides every persona in the channel."""
     scope: Scope = Scope.PER_USER
+    persona: str | None = None
+    """The persona of the channel's conversations that chose none (``None``: the default prompt)."""
+    persona_locked: bool = False
+    """Users may not choose their own persona here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +182,7 @@ class Store:
         self.path = Path(path)
         self._db: aiosqlite.Connection | None = None
         self._channels: dict[tuple[str, str], ChannelSettings] = {}
+        self._personas: dict[tuple[str, str, str, str], str] = {}
         self.recovered = 0
         """How many replies were marked interrupted when the store opened."""
 
@@ -200,9 +206,16 @@ class Store:
             )
             self.recovered = cursor.rowcount
             await self._db.commit()
-            async with self._db.execute("SELECT platform, channel, system_prompt, scope FROM channel_settings") as rows:
-                async for platform, channel, prompt, scope in rows:
-                    self._channels[(platform, channel)] = ChannelSettings(prompt, Scope(scope))
+            async with self._db.execute(
+                "SELECT platform, channel, system_prompt, scope, persona, persona_locked FROM channel_settings"
+            ) as rows:
+                async for platform, channel, prompt, scope, persona, locked in rows:
+                    self._channels[(platform, channel)] = ChannelSettings(prompt, Scope(scope), persona, bool(locked))
+            async with self._db.execute(
+                "SELECT platform, channel, thread, user, persona FROM conversations WHERE persona IS NOT NULL"
+            ) as rows:
+                async for platform, channel, thread, user, persona in rows:
+                    self._personas[(platform, channel, thread, user)] = persona
         except (aiosqlite.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open database {str(self.path)!r}: {exc}") from exc
@@ -270,6 +283,19 @@ class Store:
         platform, channel, thread, user, created = row
         key = ConversationKey(platform, channel, thread or None, user or None)
         return Conversation(conversation_id, key, float(created))
+
+    def conversation_persona(self, key: ConversationKey) -> str | None:
+        """The persona ``key``'s conversation chose (``/persona``), from memory; kept across ``/reset``."""
+        return self._personas.get(_key_row(key))
+
+    async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None:
+        conversation_id = await self.conversation(key)
+        await self.db.execute("UPDATE conversations SET persona = ? WHERE id = ?", (persona, conversation_id))
+        await self.db.commit()
+        if persona is None:
+            self._personas.pop(_key_row(key), None)
+        else:
+            self._personas[_key_row(key)] = persona
 
     async def reset(self, conversation_id: str) -> None:
         """Forget the history so far: later replies do not see it (it stays in the database)."""
@@ -399,10 +425,11 @@ class Store:
 
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.db.execute(
-            "INSERT INTO channel_settings (platform, channel, system_prompt, scope) VALUES (?, ?, ?, ?)"
+            "INSERT INTO channel_settings (platform, channel, system_prompt, scope, persona, persona_locked)"
+            " VALUES (?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (platform, channel) DO UPDATE SET system_prompt = excluded.system_prompt,"
-            " scope = excluded.scope",
-            (platform, channel, settings.system_prompt, settings.scope),
+            " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked",
+            (platform, channel, settings.system_prompt, settings.scope, settings.persona, int(settings.persona_locked)),
         )
         await self.db.commit()
         self._channels[(platform, channel)] = settings
