@@ -11,6 +11,7 @@ the conversation answered before the crash is intact.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -73,9 +74,20 @@ async def launch(db: Path, telegram: FakeTelegram) -> asyncio.subprocess.Process
 
 def open_entries(db: Path) -> int:
     """Inbox entries not answered yet (read while the bot runs: SQLite allows it)."""
-    with sqlite3.connect(db, timeout=10) as connection:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as connection:
         (count,) = connection.execute("SELECT COUNT(*) FROM inbox WHERE state != 'done'").fetchone()
     return int(count)
+
+
+def turn_rows(db: Path, chat: Chat) -> list[tuple[str, str, str]]:
+    """A chat's stored turns, read without writing (the bot may be running)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as connection:
+        rows = connection.execute(
+            "SELECT t.role, t.text, t.status FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+            " WHERE c.platform = 'telegram' AND c.channel = ? ORDER BY t.id",
+            (str(chat.id),),
+        ).fetchall()
+    return [(str(role), str(text), str(status)) for role, text, status in rows]
 
 
 def shown(telegram: FakeTelegram, chat: Chat, message_id: int) -> list[str]:
@@ -95,6 +107,8 @@ async def test_sigkill_with_twelve_messages_queued_then_restart_answers_all(tmp_
             earlier = telegram.push(EARLIER, "Say hello.", user_id=EARLIER.id)
             await wait_until(lambda: shown(telegram, EARLIER, earlier) not in ([], [PLACEHOLDER]), 60, what="hi")
             await wait_until(lambda: open_entries(db) == 0, 60, what="the first answer done")
+            earlier_shown = shown(telegram, EARLIER, earlier)
+            earlier_turns = turn_rows(db, EARLIER)
             asked = {
                 chat.id: telegram.push(chat, f"Name a colour, number {n}.", user_id=chat.id)
                 for n, chat in enumerate(CHATS)
@@ -117,7 +131,7 @@ async def test_sigkill_with_twelve_messages_queued_then_restart_answers_all(tmp_
         unanswered = [c.id for c in CHATS if shown(telegram, c, asked[c.id]) in ([], [PLACEHOLDER])]
         assert unanswered, "the crash came before the replies were done"
         assert open_entries(db) >= len(unanswered), "what was not answered is in the inbox"
-        with sqlite3.connect(db) as connection:
+        with contextlib.closing(sqlite3.connect(db)) as connection:
             assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
         process = await launch(db, telegram)
@@ -130,8 +144,11 @@ async def test_sigkill_with_twelve_messages_queued_then_restart_answers_all(tmp_
                 process.kill()
                 await process.wait()
 
-    with sqlite3.connect(db) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert turn_rows(db, EARLIER) == earlier_turns, "the earlier turns are intact"
+    assert [status for _, _, status in earlier_turns] == ["complete", "complete"]
+    assert shown(telegram, EARLIER, earlier) == earlier_shown
     async with Store(db) as store:
         for chat in [EARLIER, *CHATS]:
             turns = [t for t in await stored_turns(store, key(chat)) if t.status is not TurnStatus.SUPERSEDED]
