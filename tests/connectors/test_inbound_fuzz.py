@@ -14,7 +14,8 @@ fields of the wrong type where the platform's JSON could carry them.
   then :func:`connectors.discord.inbound.to_incoming`; generated interaction data through
   :func:`~connectors.discord.inbound.find_command` and :func:`~connectors.discord.commands.option_values`.
 
-``PARLEY_FUZZ_EXAMPLES`` sets the number of examples (``make test-heavy`` runs 1000).
+``PARLEY_FUZZ_EXAMPLES`` sets the number of examples (150 by default); the ``heavy`` cases run ten
+times as many (``make test-heavy`` sets 1000, so 10,000 each).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from functools import cache
 from typing import Any
 
 import discord
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from telegram import Bot, Update
@@ -318,3 +320,29 @@ def test_discord_interaction_data_translates(data: dict[str, Any]) -> None:
     command = find_command(COMMANDS, data)
     values = option_values(command, data)
     assert all(isinstance(name, str) for name in values)
+
+
+# ``make test-heavy``: the same checks on many more inputs.
+
+MANY = settings(max_examples=EXAMPLES * 10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.mark.heavy
+@MANY
+@given(message=tg_message(), is_admin=st.booleans())
+def test_many_telegram_updates(message: dict[str, Any], is_admin: bool) -> None:
+    test_telegram_updates_translate_or_skip.hypothesis.inner_test(message, is_admin)  # type: ignore[attr-defined]
+
+
+@pytest.mark.heavy
+@MANY
+@given(event=slack_event(), mentioned=st.booleans(), known_thread=st.booleans())
+def test_many_slack_events(event: dict[str, Any], mentioned: bool, known_thread: bool) -> None:
+    test_slack_events_translate_or_skip.hypothesis.inner_test(event, mentioned, known_thread)  # type: ignore[attr-defined]
+
+
+@pytest.mark.heavy
+@MANY
+@given(data=dc_message(), where=st.sampled_from(["dm", "channel", "thread"]), referenced=st.booleans())
+def test_many_discord_messages(data: dict[str, Any], where: str, referenced: bool) -> None:
+    test_discord_messages_translate_or_skip.hypothesis.inner_test(data, where, referenced)  # type: ignore[attr-defined]
