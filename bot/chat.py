@@ -29,6 +29,7 @@ from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.logs import reply_context
+from bot.memory import NoteBook, Notes, Owner
 from bot.metrics import Metrics
 from bot.names import SHARED_NOTE, Speakers
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
@@ -97,6 +98,7 @@ class ChatService:
         self.running: dict[ConversationKey, Exchange] = {}
         """The reply being generated in each conversation (``/stop`` ends it)."""
         self.inbox = Inbox(store)
+        self.notes = Notes(store, settings.memory_notes)
         self._opened = asyncio.Event()
         self.middlewares: list[Middleware] = []
         self.commands = CommandRunner(self, self.guard, self.key_for)
@@ -212,6 +214,9 @@ class ChatService:
             user_turn = await self.store.add_turn(conversation_id, "user", text, author=author, author_name=author_name)
             new = Turn(user_turn, "user", text, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
             messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new)
+            recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
+            if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
+                messages[-1] = ChatMessage("user", f"{recalled}\n\n{messages[-1].content}")
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
@@ -293,7 +298,8 @@ class ChatService:
         self, message: IncomingMessage, handler: Next, tell: Callable[[str], Awaitable[None]], is_command: bool
     ) -> str | None:
         """Handle ``message`` with ``handler`` inside the plugins' middleware; the reply text, if any."""
-        context = MessageContext(self.settings, self.is_admin(message), is_command, tell, self.metrics)
+        memory = self.memory(message.platform, user=message.user)
+        context = MessageContext(self.settings, self.is_admin(message), is_command, tell, self.metrics, memory)
         return await chain(self.middlewares, handler, context)(message)
 
     # what plugins may do (bot.plugin.PluginHost)
@@ -335,6 +341,9 @@ class ChatService:
 
     async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None:
         await self.store.set_conversation_persona(key, persona)
+
+    def memory(self, platform: str, *, user: str = "", channel: str = "") -> NoteBook:
+        return self.notes.book(Owner(platform, user, channel))
 
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.store.set_channel_settings(platform, channel, settings)

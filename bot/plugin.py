@@ -47,6 +47,7 @@ from bot.command import Arg, Command, Handler, command_from
 from bot.conversation import ConversationKey, IncomingMessage, Scope
 from bot.errors import CommandError, PluginError
 from bot.exchange import Exchange
+from bot.memory import Note, NoteBook
 from bot.metrics import Metrics
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats
@@ -63,6 +64,8 @@ __all__ = [
     "Metrics",
     "Middleware",
     "Next",
+    "Note",
+    "NoteBook",
     "Plugin",
     "Router",
     "Scope",
@@ -111,6 +114,8 @@ class PluginHost(Protocol):
     def conversation_persona(self, key: ConversationKey) -> str | None: ...
 
     async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None: ...
+
+    def memory(self, platform: str, *, user: str = "", channel: str = "") -> NoteBook: ...
 
 
 @dataclass
@@ -189,6 +194,18 @@ class Invocation:
         await self.host.set_conversation_persona(self.key, persona)
 
     @property
+    def memory(self) -> NoteBook:
+        """The caller's own notes (``/remember``): ``add``, ``list``, ``search``, ``delete``, ``clear``.
+        They reach the model only in the caller's own conversations; do not show them elsewhere."""
+        return self.host.memory(self.platform, user=self.user)
+
+    @property
+    def channel_memory(self) -> NoteBook:
+        """This channel's notes (admins keep them with ``/remember channel``); they reach every
+        conversation in the channel. Check ``is_admin`` before changing them for a caller."""
+        return self.host.memory(self.platform, channel=self.channel)
+
+    @property
     def default_system_prompt(self) -> str:
         """The system prompt channels use unless they set their own (``PARLEY_SYSTEM_PROMPT``)."""
         return self.host.default_system_prompt
@@ -217,6 +234,8 @@ class MessageContext:
     """Send the user a short note (ephemeral where the platform can): why a message was stopped."""
     metrics: Metrics
     """The app's Prometheus metrics, for a middleware's own counters (``metrics.counter(...)``)."""
+    memory: NoteBook | None = None
+    """The sender's own notes, as ``Invocation.memory``: a middleware can keep what it learns."""
 
 
 Next = Callable[[IncomingMessage], Awaitable[str | None]]

@@ -330,6 +330,11 @@ class Settings(BaseSettings):
     persona_dir: Path | None = None
     """A directory of personas as Markdown files: ``pirate.md`` holds the ``pirate`` persona's prompt. Read at
     start; a persona of the same name in ``PERSONAS`` wins."""
+    memory_tokens: int = Field(200, ge=0)
+    """Tokens of ``/remember`` notes put in front of a message: the notes most relevant to it (SQLite full-text
+    search), as many as fit. ``0`` keeps notes out of prompts."""
+    memory_notes: int = Field(50, ge=1, le=10_000)
+    """Notes each user, and each channel, may keep."""
     admins: CommaList = Field(default_factory=list)
     """Admins as ``platform:user_id``, comma-separated (``telegram:123,discord:456,slack:U789``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

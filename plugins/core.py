@@ -1,11 +1,15 @@
-"""Built-in commands: help, ask, reset, stop, system, persona, scope, stats, ping."""
+"""Built-in commands: help, ask, reset, stop, system, persona, scope, stats, ping; remember, memory, forget.
+
+``/memory`` numbers a user's notes 1, 2, … and the channel's c1, c2, …; ``/forget`` takes those
+numbers. Answers that show a user's notes are ephemeral where the platform can.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Annotated, Literal
 
-from bot.plugin import Arg, CommandError, Invocation, Plugin, Router, Scope
+from bot.plugin import Arg, CommandError, Invocation, Note, NoteBook, Plugin, Router, Scope
 
 router = Router()
 
@@ -152,6 +156,97 @@ async def stats(inv: Invocation) -> str:
 @router.command(description="Check that the bot is alive")
 async def ping(inv: Invocation) -> str:
     return f"pong ({inv.engine_status()}; you are {inv.platform}:{inv.user})"
+
+
+# memory: notes per user and, for admins, per channel (bot/memory.py)
+
+NOTE_LIMIT = 500
+
+
+async def _keep(book: NoteBook, text: str) -> int:
+    await book.add(text)
+    return len(await book.list())
+
+
+@router.command(description="Keep a note for the bot (admins: 'channel <note>' for the whole channel)")
+async def remember(inv: Invocation, note: Annotated[str, Arg("what to remember", max_length=NOTE_LIMIT)]) -> None:
+    text = " ".join(note.split())
+    first, _, rest = text.partition(" ")
+    if inv.is_admin and first.lower() == "channel" and rest:
+        number = await _keep(inv.channel_memory, rest)
+        await inv.reply(f"Kept as channel note c{number}: every conversation here can use it.")
+        return
+    number = await _keep(inv.memory, text)
+    await inv.reply(
+        f"Kept as your note {number}. I use it in your own conversations (not in shared ones); "
+        f"/{inv.prefix}memory lists your notes.",
+        ephemeral=True,
+    )
+
+
+SHOWN = 120
+"""Characters of each note ``/memory`` shows."""
+LISTING_LIMIT = 3000
+"""Characters of a ``/memory`` answer, within every platform's message length."""
+
+
+def _lines(notes: list[Note], mark: str) -> list[str]:
+    return [
+        f"{mark}{number}. {note.text if len(note.text) <= SHOWN else note.text[: SHOWN - 1] + '…'}"
+        for number, note in enumerate(notes, 1)
+    ]
+
+
+def _bounded(lines: list[str]) -> str:
+    kept: list[str] = []
+    size = 0
+    for index, line in enumerate(lines):
+        if size + len(line) > LISTING_LIMIT:
+            kept.append(f"… and {len(lines) - index} more lines")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(kept)
+
+
+@router.command(description="List your notes and this channel's")
+async def memory(inv: Invocation) -> None:
+    mine = await inv.memory.list()
+    channel = await inv.channel_memory.list()
+    lines = ["Your notes:", *_lines(mine, "")] if mine else ["You have no notes. Add one with /remember <note>."]
+    if channel:
+        lines += ["This channel's notes:", *_lines(channel, "c")]
+    await inv.reply(_bounded(lines).replace("/remember", f"/{inv.prefix}remember"), ephemeral=True)
+
+
+@router.command(description="Delete a note: its number, 'all' for all yours (admins: c<number>, 'channel all')")
+async def forget(inv: Invocation, which: Annotated[str, Arg("a number from /memory, or all", max_length=20)]) -> None:
+    word = " ".join(which.lower().split())
+    if word in {"all", "channel all"}:
+        if word == "channel all":
+            _admin(inv)
+            count = await inv.channel_memory.clear()
+            await inv.reply(f"Deleted this channel's {count} notes.")
+            return
+        count = await inv.memory.clear()
+        await inv.reply(f"Deleted all your notes ({count}): nothing of them is kept.", ephemeral=True)
+        return
+    channel = word.startswith("c")
+    if channel:
+        _admin(inv)
+    book = inv.channel_memory if channel else inv.memory
+    digits = word[1:] if channel else word
+    notes = await book.list()
+    if not digits.isdigit() or not 1 <= int(digits) <= len(notes):
+        raise CommandError(f"There is no note {which!r}; /{inv.prefix}memory shows the numbers.")
+    note = notes[int(digits) - 1]
+    await book.delete(note.id)
+    await inv.reply(f"Forgot {'channel note c' if channel else 'note '}{digits}: {note.text}", ephemeral=True)
+
+
+def _admin(inv: Invocation) -> None:
+    if not inv.is_admin:
+        raise CommandError("Only admins can change the channel's notes.")
 
 
 plugin = Plugin(name="core", description="Parley's built-in commands", version="1.0", router=router)
