@@ -298,7 +298,7 @@ class ChatService:
         self, message: IncomingMessage, handler: Next, tell: Callable[[str], Awaitable[None]], is_command: bool
     ) -> str | None:
         """Handle ``message`` with ``handler`` inside the plugins' middleware; the reply text, if any."""
-        memory = self.memory(message.platform, user=message.user)
+        memory = self.memory(message.platform, user=message.user) if message.user else None
         context = MessageContext(self.settings, self.is_admin(message), is_command, tell, self.metrics, memory)
         return await chain(self.middlewares, handler, context)(message)
 

@@ -166,3 +166,9 @@ async def test_a_middleware_can_keep_notes_automatically(make_settings: MakeSett
         await asked(app, dm("U1", "Note that my train leaves at six."))
         assert "- my train leaves at six." in await asked(app, dm("U1", "When does my train leave?"))
         assert "six" not in await asked(app, dm("U2", "When does my train leave?"))
+
+
+async def test_a_message_without_a_user_id_is_answered_without_memory(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(web={"enabled": False})) as app:
+        message = IncomingMessage("recording", "C1", "", "m1", "Hello from nobody", thread="t1")
+        assert await asked(app, message) == "Hello from nobody"
