@@ -424,6 +424,22 @@ class Store:
         return self._channels.get((platform, channel), ChannelSettings())
 
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
+        """Replace the channel's settings. Memory changes first, so a caller that reads the settings
+        while this one is being written (``dataclasses.replace`` on the current ones) builds on it
+        instead of undoing it; the rows are written in call order."""
+        previous = self._channels.get((platform, channel))
+        self._channels[(platform, channel)] = settings
+        try:
+            await self._write_channel_settings(platform, channel, settings)
+        except BaseException:
+            if self._channels.get((platform, channel)) is settings:  # nobody built on it meanwhile
+                if previous is None:
+                    self._channels.pop((platform, channel), None)
+                else:
+                    self._channels[(platform, channel)] = previous
+            raise
+
+    async def _write_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.db.execute(
             "INSERT INTO channel_settings (platform, channel, system_prompt, scope, persona, persona_locked)"
             " VALUES (?, ?, ?, ?, ?, ?)"
@@ -432,7 +448,6 @@ class Store:
             (platform, channel, settings.system_prompt, settings.scope, settings.persona, int(settings.persona_locked)),
         )
         await self.db.commit()
-        self._channels[(platform, channel)] = settings
 
     async def channel_stats(self, platform: str, channel: str) -> ChannelStats:
         async with self.db.execute(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 from pathlib import Path
 
@@ -102,3 +103,17 @@ async def test_concurrent_lookups_of_a_new_key_agree(tmp_path: Path) -> None:
     async with Store(tmp_path / "p.db") as store:
         ids = await asyncio.gather(*(store.conversation(KEY) for _ in range(10)))
         assert len(set(ids)) == 1
+
+
+async def test_channel_settings_changed_at_once_keep_both_changes(tmp_path: Path) -> None:
+    """Two commands (/system and /scope) that each replace a field of the current settings."""
+    async with Store(tmp_path / "p.db") as store:
+
+        async def change(**fields: object) -> None:
+            current = store.channel_settings("p", "c")
+            await store.set_channel_settings("p", "c", dataclasses.replace(current, **fields))  # type: ignore[arg-type]
+
+        await asyncio.gather(change(system_prompt="be brief"), change(scope=Scope.SHARED))
+        assert store.channel_settings("p", "c") == ChannelSettings(system_prompt="be brief", scope=Scope.SHARED)
+    async with Store(tmp_path / "p.db") as store:
+        assert store.channel_settings("p", "c") == ChannelSettings(system_prompt="be brief", scope=Scope.SHARED)
