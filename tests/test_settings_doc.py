@@ -85,7 +85,7 @@ def test_defaults_are_shown_as_the_readme_writes_them() -> None:
     assert rows["`PARLEY_WEB__API_KEYS`"].default == "empty"
     assert rows["`PARLEY_WEB__ENABLED`"].default == "`true`"
     assert rows["`PARLEY_SLACK__COMMAND_PREFIX`"].default == "empty"
-    assert rows["`PARLEY_ENGINE__THREADS`"].default.startswith("CPUs")  # computed: the doc override
+    assert rows["`PARLEY_ENGINE__THREADS`"].default.startswith("the CPUs up to 4")  # computed: the doc override
     assert rows["`PARLEY_ENGINE__SEED`"].default == "random"
 
 
