@@ -66,6 +66,14 @@ def clean_text(text: str) -> str:
     return text.replace("\x00", "")
 
 
+def _clean_fields(record: object) -> None:
+    """Clean every ``str`` field of a frozen dataclass in place (texts, names and ids alike)."""
+    for name in record.__dataclass_fields__:  # type: ignore[attr-defined]
+        value = getattr(record, name)
+        if isinstance(value, str):
+            object.__setattr__(record, name, clean_text(value))
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A chat message from any platform, as the core sees it.
@@ -87,9 +95,8 @@ class IncomingMessage:
     is_admin: bool = False
 
     def __post_init__(self) -> None:
-        # Every text enters the core through here: clean it once, whatever the connector.
-        object.__setattr__(self, "text", clean_text(self.text))
-        object.__setattr__(self, "user_name", clean_text(self.user_name))
+        # Every text (and id) enters the core through here: clean it once, whatever the connector.
+        _clean_fields(self)
 
     @property
     def destination(self) -> Destination:
@@ -138,13 +145,10 @@ class CommandRequest:
     """What the platform puts before command names (Slack's ``PARLEY_SLACK__COMMAND_PREFIX``)."""
 
     def __post_init__(self) -> None:
-        args = self.args
-        if isinstance(args, str):
-            cleaned: str | Mapping[str, object] = clean_text(args)
-        else:
-            cleaned = {key: clean_text(v) if isinstance(v, str) else v for key, v in args.items()}
-        object.__setattr__(self, "args", cleaned)
-        object.__setattr__(self, "user_name", clean_text(self.user_name))
+        _clean_fields(self)
+        if not isinstance(self.args, str):
+            cleaned = {clean_text(key): clean_text(v) if isinstance(v, str) else v for key, v in self.args.items()}
+            object.__setattr__(self, "args", cleaned)
 
     def as_message(self) -> IncomingMessage:
         text = self.args if isinstance(self.args, str) else " ".join(f"{k}={v}" for k, v in self.args.items())

@@ -52,3 +52,11 @@ def test_text_entering_the_core_is_valid_unicode_without_nul() -> None:
     assert request.args == {"prompt": "q\ufffd", "n": 3}
     assert CommandRequest("p", "c", "u", "ask", "x\x00y").args == "xy"
     assert clean_text("plain") == "plain"
+
+
+def test_names_and_ids_entering_the_core_are_clean_too() -> None:
+    request = CommandRequest("p\x00", "c\ud800", "u", "\ud800ask\x00", {"k\x00": "v"}, thread="t\x00")
+    assert (request.platform, request.channel, request.name, request.thread) == ("p", "c\ufffd", "\ufffdask", "t")
+    assert request.args == {"k": "v"}
+    message = IncomingMessage("p", "c\x00", "u\udc00", "m\x00", "x", thread="\ud800")
+    assert (message.channel, message.user, message.message_id, message.thread) == ("c", "u\ufffd", "m", "\ufffd")
