@@ -23,7 +23,7 @@ from typing import Any
 from bot.command import Command
 from bot.commands import CommandRunner
 from bot.connector import Connector
-from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, conversation_key
+from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, Quote, conversation_key
 from bot.engine import ChatMessage, Engine, GenerationParams, Usage
 from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
@@ -31,7 +31,7 @@ from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.logs import reply_context
 from bot.memory import NoteBook, Notes, Owner
 from bot.metrics import Metrics
-from bot.names import SHARED_NOTE, Speakers
+from bot.names import SHARED_NOTE, Speakers, quoting
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -161,28 +161,29 @@ class ChatService:
 
     @staticmethod
     def prompt(
-        system_prompt: str, history: list[Turn], *, shared: bool = False, new: Turn | None = None
+        system_prompt: str, history: list[Turn], *, shared: bool = False, new: Turn | None = None, quote: str = ""
     ) -> list[ChatMessage]:
         """The model's messages for ``history`` and then the ``new`` user turn (always kept).
 
         ``shared``: several people write here, so user turns carry their speaker's label
-        (``bot.names``) and the system prompt says so.
+        (``bot.names``) and the system prompt says so. ``quote``: the line (``bot.names.quoting``)
+        of the message the ``new`` turn replies to, put before its text.
         """
         if shared and system_prompt:
             system_prompt = f"{system_prompt}\n\n{SHARED_NOTE}"
         messages = [ChatMessage("system", system_prompt)] if system_prompt else []
         speakers = Speakers()
 
-        def content(turn: Turn) -> str:
+        def content(turn: Turn, quote: str = "") -> str:
             if shared and turn.role == "user":
-                return speakers.say(turn.author, turn.author_name, turn.text)
-            return turn.text
+                return speakers.say(turn.author, turn.author_name, turn.text, quote)
+            return f"{quote}\n{turn.text}" if quote else turn.text
 
         for turn in history:
             if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
                 messages.append(ChatMessage(turn.role, content(turn)))
         if new is not None:
-            messages.append(ChatMessage("user", content(new)))
+            messages.append(ChatMessage("user", content(new, quote)))
         return messages
 
     # the pipeline
@@ -198,11 +199,13 @@ class ChatService:
         requester: str | None = None,
         entry: int | None = None,
         author_name: str = "",
+        quote: Quote | None = None,
     ) -> AsyncIterator[Exchange]:
         """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn.
 
         The turn's author is ``requester`` (the user id) with display name ``author_name``; in a
-        shared conversation (no user in ``key``) the model sees who wrote each turn.
+        shared conversation (no user in ``key``) the model sees who wrote each turn. ``quote`` (the
+        message replied to) goes into this turn's prompt, trimmed; the stored turn is ``text`` alone.
 
         ``entry`` is the inbox entry the reply answers: its turns are noted there, so that an
         answer cut off by a crash can be replaced by a complete one after the restart.
@@ -213,7 +216,11 @@ class ChatService:
             author = requester or ""
             user_turn = await self.store.add_turn(conversation_id, "user", text, author=author, author_name=author_name)
             new = Turn(user_turn, "user", text, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
-            messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new)
+            limit = self.settings.quote_chars
+            line = (
+                quoting(quote.author, quote.text, limit) if quote is not None and limit and quote.text.strip() else ""
+            )
+            messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new, quote=line)
             recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
             if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
                 messages[-1] = ChatMessage("user", f"{recalled}\n\n{messages[-1].content}")
@@ -497,7 +504,12 @@ class ChatService:
             await streamer.start()
             await self.inbox.replied_in(entry.id, streamer.message_ids)
             async with self.exchange(
-                key, message.text, requester=message.user, entry=entry.id, author_name=message.user_name
+                key,
+                message.text,
+                requester=message.user,
+                entry=entry.id,
+                author_name=message.user_name,
+                quote=message.quote,
             ) as exchange:
 
                 async def progress(_text: str, ids: tuple[str, ...]) -> None:
@@ -518,7 +530,12 @@ class ChatService:
         """Answer into the store only: a web API message whose client is gone after a restart."""
         try:
             async with self.exchange(
-                key, message.text, requester=message.user, entry=entry, author_name=message.user_name
+                key,
+                message.text,
+                requester=message.user,
+                entry=entry,
+                author_name=message.user_name,
+                quote=message.quote,
             ) as exchange:
                 async for _ in exchange:
                     pass

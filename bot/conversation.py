@@ -75,6 +75,21 @@ def _clean_fields(record: object) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Quote:
+    """The message a user replied to or quoted: its author's display name and its text, as sent.
+
+    Connectors pass the whole text; the core trims it (``Settings.quote_chars``) when it builds the
+    prompt.
+    """
+
+    author: str
+    text: str
+
+    def __post_init__(self) -> None:
+        _clean_fields(self)
+
+
+@dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A chat message from any platform, as the core sees it.
 
@@ -93,6 +108,8 @@ class IncomingMessage:
     addressed: bool = True
     user_name: str = ""
     is_admin: bool = False
+    quote: Quote | None = None
+    """The message this one replies to or quotes, if it is another message with text."""
 
     def __post_init__(self) -> None:
         # Every text (and id) enters the core through here: clean it once, whatever the connector.

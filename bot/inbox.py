@@ -22,7 +22,7 @@ from typing import cast
 
 import aiosqlite
 
-from bot.conversation import IncomingMessage
+from bot.conversation import IncomingMessage, Quote
 from bot.store import Store
 
 KEEP_DONE = 7 * 24 * 3600.0
@@ -51,7 +51,9 @@ def _message_json(message: IncomingMessage) -> str:
 
 
 def _message_of(text: str) -> IncomingMessage:
-    return IncomingMessage(**json.loads(text))
+    fields = json.loads(text)
+    quote = fields.pop("quote", None)
+    return IncomingMessage(**fields, quote=None if quote is None else Quote(**quote))
 
 
 class Inbox:

@@ -37,6 +37,18 @@ def clean_name(name: str) -> str:
     return name[:NAME_LIMIT].rstrip()
 
 
+def quoting(name: str, text: str, limit: int) -> str:
+    """The line that puts a quoted message before a user's text: ``[replying to Name: "text"]``.
+
+    It starts with ``[`` at a line start, which a user's own text never does in a shared
+    conversation (:func:`escape`); the quoted text is one line, at most ``limit`` characters.
+    """
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: max(0, limit - 1)].rstrip() + "…"
+    return f'[replying to {clean_name(name) or "someone"}: "{text}"]'
+
+
 def escape(text: str) -> str:
     """A user's own text, with a ``[`` that starts a line escaped so it cannot pose as a label."""
     return _LINE_START_BRACKET.sub(r"\1\\[", text)
@@ -62,9 +74,11 @@ class Speakers:
         self._taken.add(label.casefold())
         return label
 
-    def say(self, author: str, name: str, text: str) -> str:
-        """The content of a user turn: ``[Label]: text``; a turn without an author (stored before
-        names were kept) has no label, and its text is escaped all the same."""
+    def say(self, author: str, name: str, text: str, quote: str = "") -> str:
+        """The content of a user turn: ``[Label]: text``, with the ``quote`` line (:func:`quoting`)
+        before the text; a turn without an author (stored before names were kept) has no label,
+        and its text is escaped all the same."""
+        body = f"{quote}\n{escape(text)}" if quote else escape(text)
         if not author:
-            return escape(text)
-        return f"[{self.label(author, name)}]: {escape(text)}"
+            return body
+        return f"[{self.label(author, name)}]: {body}"

@@ -337,6 +337,9 @@ class Settings(BaseSettings):
     search), as many as fit. ``0`` keeps notes out of prompts."""
     memory_notes: int = Field(50, ge=1, le=10_000)
     """Notes each user, and each channel, may keep."""
+    quote_chars: int = Field(500, ge=0, le=20_000)
+    """Characters of a replied-to or quoted message put into that turn's prompt (cut with "…"); ``0`` leaves
+    quotes out."""
     admins: CommaList = Field(default_factory=list)
     """Admins as ``platform:user_id``, comma-separated (``telegram:123,discord:456,slack:U789``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

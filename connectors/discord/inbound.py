@@ -10,7 +10,8 @@ Which messages are for the bot (``addressed``):
 Threads map to ``channel`` = the parent channel id and ``thread`` = the thread id, so a thread is
 one shared conversation that inherits its parent channel's settings (scope, system prompt); the
 connector posts replies into the thread itself. Messages from bots (this one included) are
-dropped; other messages are delivered unaddressed so that plugins can see them.
+dropped; other messages are delivered unaddressed so that plugins can see them. A reply carries
+the message it answers (author and text) as a :class:`~bot.conversation.Quote`.
 
 A slash command (an APPLICATION_COMMAND interaction) becomes a :class:`~bot.conversation.CommandRequest`
 with the same channel and thread mapping, the options' typed values as ``args`` and
@@ -27,7 +28,7 @@ import discord
 
 from bot.bounded import BoundedSet
 from bot.command import Command
-from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.conversation import CommandRequest, Destination, IncomingMessage, Quote
 from bot.text import strip_mentions
 from connectors.discord.commands import option_values
 
@@ -75,6 +76,14 @@ def _replies_to_bot(message: discord.Message, me: discord.ClientUser, seen: Part
     return seen.is_own(reference.message_id)
 
 
+def _quote(message: discord.Message, me: discord.ClientUser) -> Quote | None:
+    """The message ``message`` replies to, when Discord sent it along (a deleted one is not)."""
+    resolved = message.reference.resolved if message.reference is not None else None
+    if not isinstance(resolved, discord.Message) or not resolved.content:
+        return None
+    return Quote(resolved.author.display_name, strip_mentions(resolved.content, mention_of(me.id)))
+
+
 def _in_joined_thread(thread: discord.Thread, me: discord.ClientUser, seen: Participation) -> bool:
     return seen.in_thread(thread.id) or thread.owner_id == me.id or thread.me is not None
 
@@ -111,6 +120,7 @@ def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Particip
         addressed=addressed,
         user_name=message.author.display_name,
         is_admin=_is_admin(message.author),
+        quote=_quote(message, me),
     )
 
 

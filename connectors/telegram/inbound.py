@@ -6,7 +6,9 @@
 - in a group or supergroup a message is addressed when it mentions the bot (``@botname``, or a
   text mention of the bot's user) or replies to one of the bot's messages;
 - a forum topic (``message_thread_id`` on a topic message) is a thread: one shared conversation;
-- the bot's own ``@botname`` is removed from the text the model reads.
+- the bot's own ``@botname`` is removed from the text the model reads;
+- a reply brings the replied-to message along as a :class:`~bot.conversation.Quote` (only the
+  part the user quoted, when they picked one), the bot's own messages included.
 
 A message that starts with a command never gets here: the connector decides whether it is one of
 this bot's commands (:mod:`connectors.telegram.commands`) and builds a request with
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 from telegram import Chat, Message, MessageEntity, User
 
-from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.conversation import CommandRequest, Destination, IncomingMessage, Quote
 from bot.text import cut_spans
 
 PLATFORM = "telegram"
@@ -87,6 +89,7 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
     ):
         addressed = True
     stripped = cut_spans(text, cuts)
+    quote = _quote(message, reply) if reply is not None and not _is_topic_root(message, reply) else None
     return IncomingMessage(
         platform=PLATFORM,
         channel=str(message.chat.id),
@@ -97,7 +100,20 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
         is_direct=is_direct,
         addressed=addressed,
         user_name=_user_name(sender),
+        quote=quote,
     )
+
+
+def _quote(message: Message, reply: Message) -> Quote | None:
+    text = message.quote.text if message.quote is not None else reply.text or reply.caption
+    if not text:
+        return None
+    author = ""
+    if reply.from_user is not None:
+        author = _user_name(reply.from_user)
+    elif reply.sender_chat is not None:  # an anonymous admin or a channel posts as a chat
+        author = reply.sender_chat.title or ""
+    return Quote(author, text)
 
 
 def _thread(message: Message) -> str | None:

@@ -96,11 +96,12 @@ async def test_guild_channel_needs_a_mention_or_a_reply(fake: FakeDiscord, make_
 
     assert [t.text for t in turns if t.role == "user"] == ["What is 2 + 2?", "And 3 + 3?"]
     assert len(engine.prompts) == 2  # the unaddressed message was never answered
-    assert user_texts(engine) == ["What is 2 + 2?", "And 3 + 3?"]  # the mention is not for the model
+    # The mention is not for the model; the reply quotes the bot's message.
+    assert user_texts(engine) == ["What is 2 + 2?", '[replying to parley: "You said: What is 2 + 2?"]\nAnd 3 + 3?']
     posts = fake.posts(channel)
     assert [str(p.body["message_reference"]["message_id"]) for p in posts] == [asked, followup]
     assert shown(fake, first) == first.text.rstrip() == "You said: What is 2 + 2?"
-    assert shown(fake, second) == second.text.rstrip() == "You said: And 3 + 3?"
+    assert shown(fake, second) == second.text.rstrip() == f"You said: {user_texts(engine)[-1]}"
     assert_within_bucket(fake, channel)
 
 

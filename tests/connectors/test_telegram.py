@@ -138,7 +138,8 @@ async def test_group_needs_mention_reply_or_command(make_settings: MakeSettings,
         engine = scripted_engine(app)
     assert len(engine.prompts) == 2  # nothing else reached the model
     users = [m.content for m in engine.prompts[-1] if m.role == "user"]
-    assert users == ["what is the capital of France?", "and of Italy?"]
+    quote = '[replying to Parley: "You said: what is the capital of France?"]'
+    assert users == ["what is the capital of France?", f"{quote}\nand of Italy?"]  # the reply quotes the bot
     assert_paced(fake, GROUP)
     assert fake.refused() == []
 

@@ -186,6 +186,8 @@ class FakeTelegram:
     """What getWebhookInfo reports; deleteWebhook clears it (on Telegram a webhook blocks getUpdates)."""
     privacy_mode: bool = True
     """getMe's ``can_read_all_group_messages`` is its opposite (BotFather → /setprivacy)."""
+    pushed: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """The users' messages queued by :meth:`push`, by message id (a later push may reply to one)."""
     _next_update: int = 1000
     _next_message: int = 1
     _blocked: dict[int, float] = field(default_factory=dict)
@@ -241,9 +243,11 @@ class FakeTelegram:
         user_id: int = 42,
         first_name: str = "Ada",
         thread: int | None = None,
-        reply_to: BotMessage | None = None,
+        reply_to: BotMessage | int | None = None,
     ) -> int:
-        """Queue an incoming text message as an update; returns its message id."""
+        """Queue an incoming text message as an update; returns its message id.
+
+        ``reply_to`` is one of the bot's messages, or the id of a user's message pushed before."""
         message_id = self._next_message
         self._next_message += 1
         chat_json: dict[str, Any] = {"id": chat.id, "type": chat.type}
@@ -274,7 +278,9 @@ class FakeTelegram:
                 "from": {"id": user_id, "is_bot": False, "first_name": first_name},
                 "forum_topic_created": {"name": "topic", "icon_color": 7322096},
             }
-        if reply_to is not None:
+        if isinstance(reply_to, int):
+            message["reply_to_message"] = {k: v for k, v in self.pushed[reply_to].items() if k != "reply_to_message"}
+        elif reply_to is not None:
             message["reply_to_message"] = {
                 "message_id": reply_to.message_id,
                 "date": int(time.time()),
@@ -282,6 +288,7 @@ class FakeTelegram:
                 "from": {"id": BOT_ID, "is_bot": True, "first_name": "Parley", "username": BOT_USERNAME},
                 "text": reply_to.text,
             }
+        self.pushed[message_id] = message
         self.updates.append({"update_id": self._next_update, "message": message})
         self._next_update += 1
         self._new_update.set()
