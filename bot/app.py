@@ -17,9 +17,10 @@ from types import TracebackType
 from bot.chat import ChatService
 from bot.connector import Connector, WebTransport
 from bot.engine import Engine
-from bot.errors import ParleyError
+from bot.errors import EngineError, ParleyError
 from bot.loader import load_plugins
-from bot.settings import Settings
+from bot.models import EngineFactory, Engines, model_specs
+from bot.settings import EngineSettings, Settings
 from bot.store import Store
 
 log = logging.getLogger("parley")
@@ -28,11 +29,17 @@ log = logging.getLogger("parley")
 class Parley:
     """The running bot. Built by :func:`bot.main.build_app`; ``async with app:`` starts everything."""
 
-    def __init__(self, settings: Settings, engine: Engine, *, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: Settings, engine: Engine, *, store: Store | None = None, factory: EngineFactory | None = None
+    ) -> None:
         self.settings = settings
         self.store = store or Store(settings.db_path)
         self.engine = engine
-        self.chat = ChatService(settings, self.store, self.engine)
+        """The default model's engine; ``engines`` holds every model's."""
+        self.engines = Engines(
+            model_specs(settings), factory or _no_factory, default=engine, idle_unload=settings.model_idle_unload
+        )
+        self.chat = ChatService(settings, self.store, self.engines)
         self.metrics = self.chat.metrics
         loaded = load_plugins(settings)
         self.plugins = loaded.plugins
@@ -56,9 +63,11 @@ class Parley:
             recovered = f", {self.store.recovered} interrupted replies marked" if self.store.recovered else ""
             log.info("store: %s%s", self.settings.db_path, recovered)
 
-            await self.engine.start()
-            stack.push_async_callback(self.engine.stop)
+            await self.engines.start()
+            stack.push_async_callback(self.engines.stop)
             log.info("engine: %s (%s)", self.engine.name, self._engine_detail())
+            if self.settings.models:
+                log.info("models: %s (each loads when first used)", ", ".join(self.settings.models))
 
             if self.web is not None:
                 await self.web.start()
@@ -104,7 +113,9 @@ class Parley:
         log.info("stopped")
 
     def status(self) -> dict[str, str]:
-        components = {"store": "ready" if self.ready else "starting", "engine": self.engine.status()}
+        components = {"store": "ready" if self.ready else "starting", "engine": self.engines.status()}
+        for name in self.settings.models:
+            components[f"model {name}"] = self.engines.status(name)
         for connector in self.connectors:
             components[connector.name] = connector.status()
         return components
@@ -117,3 +128,7 @@ class Parley:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def _no_factory(settings: EngineSettings) -> Engine:
+    raise EngineError("this Parley was built without an engine factory, so only the default model can answer")

@@ -31,9 +31,10 @@ from bot.inbox import Inbox, InboxEntry, InboxState
 from bot.logs import reply_context
 from bot.memory import NoteBook, Notes, Owner
 from bot.metrics import Metrics
+from bot.models import Engines
 from bot.names import SHARED_NOTE, Speakers, quoting
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
-from bot.settings import Settings
+from bot.settings import DEFAULT_MODEL, Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
 from bot.streamer import ReplyStreamer
 
@@ -85,12 +86,12 @@ class _KeyedLocks:
 class ChatService:
     """Answers messages. ``drain()`` stops intake and waits (bounded) for running replies."""
 
-    def __init__(self, settings: Settings, store: Store, engine: Engine, metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store, engines: Engines, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.store = store
-        self.engine = engine
+        self.engines = engines
         self.metrics = metrics or Metrics()
-        self.metrics.watch(engine.metrics, self._load)
+        self.metrics.watch(engines.metrics, self._load)
         self.accepting = True
         self._locks = _KeyedLocks()
         self._tasks: set[asyncio.Task[object]] = set()
@@ -125,8 +126,11 @@ class ChatService:
 
     # parameters and prompts
 
-    def params(self, *, max_tokens: int | None = None, temperature: float | None = None) -> GenerationParams:
-        engine = self.settings.engine
+    def params(
+        self, *, max_tokens: int | None = None, temperature: float | None = None, model: str = DEFAULT_MODEL
+    ) -> GenerationParams:
+        """Generation parameters of ``model`` (its ``MAX_TOKENS`` caps ``max_tokens``)."""
+        engine = self.settings.model_settings(model)
         return GenerationParams(
             max_tokens=min(max_tokens or engine.max_tokens, engine.max_tokens),
             temperature=engine.temperature if temperature is None else temperature,
@@ -151,6 +155,27 @@ class ChatService:
             if name is not None and name in self.settings.personas:
                 return name
         return None
+
+    def allowed_models(self, platform: str, channel: str) -> list[str]:
+        """The models users may choose in the channel: its list (every model unless an admin set one) and
+        its default, in configured order; names no longer configured are skipped."""
+        settings = self.store.channel_settings(platform, channel)
+        listed = set(self.settings.model_names if settings.models is None else settings.models)
+        listed.add(self.channel_model(platform, channel))
+        return [name for name in self.settings.model_names if name in listed]
+
+    def channel_model(self, platform: str, channel: str) -> str:
+        """The channel's default model (``/model default``); ``default`` unless set and still configured."""
+        chosen = self.store.channel_settings(platform, channel).model
+        return chosen if chosen is not None and chosen in self.engines.specs else DEFAULT_MODEL
+
+    def model_of(self, key: ConversationKey) -> str:
+        """The model answering in ``key``: the conversation's choice (``/model``) while the channel allows it,
+        else the channel's default."""
+        chosen = self.store.conversation_model(key)
+        if chosen is not None and chosen in self.allowed_models(key.platform, key.channel):
+            return chosen
+        return self.channel_model(key.platform, key.channel)
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         return await self.store.find_conversation(key) is not None
@@ -210,7 +235,7 @@ class ChatService:
         ``entry`` is the inbox entry the reply answers: its turns are noted there, so that an
         answer cut off by a crash can be replaced by a complete one after the restart.
         """
-        async with self._locks.hold(key):
+        async with self._locks.hold(key), self._engine_for(key) as (model, engine):
             conversation_id = await self.store.conversation(key, create_id=conversation_id)
             history = await self.store.turns(conversation_id)
             author = requester or ""
@@ -227,7 +252,12 @@ class ChatService:
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
-            reply = self.engine.generate(messages, params or self.params(), affinity=conversation_id)
+            if params is None:
+                params = self.params(model=model)
+            else:  # the caller's (the web API's) limits, within this model's
+                cap = self.settings.model_settings(model).max_tokens
+                params = dataclasses.replace(params, max_tokens=min(params.max_tokens, cap))
+            reply = engine.generate(messages, params, affinity=conversation_id)
             exchange = Exchange(conversation_id, turn_id, reply, self.store, requester)
             self.running[key] = exchange
             status = TurnStatus.FAILED
@@ -245,6 +275,13 @@ class ChatService:
                     await reply.aclose()
                     usage = reply.usage
                     await asyncio.shield(self._finish(exchange, user_turn, status, usage, key.platform))
+
+    @contextlib.asynccontextmanager
+    async def _engine_for(self, key: ConversationKey) -> AsyncIterator[tuple[str, Engine]]:
+        """The model answering in ``key`` and its engine, held while the reply runs."""
+        model = self.model_of(key)
+        async with self.engines.use(model) as engine:
+            yield model, engine
 
     def running_for(self, key: ConversationKey, user: str) -> Exchange | None:
         """The reply running in ``key``, else one ``user`` asked for elsewhere in the same channel.
@@ -316,7 +353,7 @@ class ChatService:
         return self.settings.system_prompt
 
     def engine_status(self) -> str:
-        return self.engine.status()
+        return self.engines.status()
 
     async def stream_answer(
         self, key: ConversationKey, prompt: str, requester: str, replier: Replier, requester_name: str = ""
@@ -334,7 +371,7 @@ class ChatService:
     async def reset(self, key: ConversationKey) -> None:
         conversation = await self.store.conversation(key)
         await self.store.reset(conversation)
-        self.engine.forget(conversation)
+        self.engines.forget(conversation)
 
     def channel_settings(self, platform: str, channel: str) -> ChannelSettings:
         return self.store.channel_settings(platform, channel)
@@ -348,6 +385,19 @@ class ChatService:
 
     async def set_conversation_persona(self, key: ConversationKey, persona: str | None) -> None:
         await self.store.set_conversation_persona(key, persona)
+
+    @property
+    def models(self) -> Mapping[str, str]:
+        return {name: spec.describe() for name, spec in self.engines.specs.items()}
+
+    def model_status(self, name: str) -> str:
+        return self.engines.status(name)
+
+    def conversation_model(self, key: ConversationKey) -> str | None:
+        return self.store.conversation_model(key)
+
+    async def set_conversation_model(self, key: ConversationKey, model: str | None) -> None:
+        await self.store.set_conversation_model(key, model)
 
     def memory(self, platform: str, *, user: str = "", channel: str = "") -> NoteBook:
         return self.notes.book(Owner(platform, user, channel))

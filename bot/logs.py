@@ -59,7 +59,7 @@ class ReplyContext(logging.Filter):
 
 
 def secrets_of(model: BaseModel) -> list[str]:
-    """Every secret value in ``model`` and its nested models: ``SecretStr`` fields and API keys."""
+    """Every secret value in ``model`` and its nested models (in dicts too): ``SecretStr`` fields and API keys."""
     found: list[str] = []
     for name in type(model).model_fields:
         value = getattr(model, name)
@@ -67,6 +67,10 @@ def secrets_of(model: BaseModel) -> list[str]:
             found.append(value.get_secret_value())
         elif isinstance(value, BaseModel):
             found.extend(secrets_of(value))
+        elif isinstance(value, dict):  # PARLEY_MODELS: one engine settings model per name
+            for item in value.values():
+                if isinstance(item, BaseModel):
+                    found.extend(secrets_of(item))
         elif name == "api_keys":
             found.extend(str(key) for key in value)
     return found

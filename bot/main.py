@@ -21,6 +21,7 @@ from bot.engine import Engine
 from bot.errors import ConfigError, ParleyError
 from bot.loader import load_plugins
 from bot.logs import configure_logging, secrets_of
+from bot.models import EngineFactory
 from bot.report import Finding, bounded, exit_code, format_report, problem, redact, warning
 from bot.settings import EngineSettings, Settings, load_settings
 from bot.store import Store
@@ -57,9 +58,17 @@ def build_connectors(settings: Settings, routes: HttpRoutes | None) -> list[Conn
     return found
 
 
-def build_app(settings: Settings, *, engine: Engine | None = None, store: Store | None = None) -> Parley:
-    """The whole bot for ``settings``; tests may pass their own ``engine`` or ``store``."""
-    app = Parley(settings, engine if engine is not None else build_engine(settings.engine), store=store)
+def build_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    store: Store | None = None,
+    factory: EngineFactory = build_engine,
+) -> Parley:
+    """The whole bot for ``settings``; tests may pass their own ``engine`` (the default model's), ``store``,
+    or ``factory`` (the other models' engines, built when first used)."""
+    default = engine if engine is not None else build_engine(settings.engine)
+    app = Parley(settings, default, store=store, factory=factory)
     web = None
     if settings.web.enabled:
         from connectors.web import WebServer

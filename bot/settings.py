@@ -14,7 +14,16 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.bundled import bundled_model_path
@@ -25,6 +34,13 @@ PERSONA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 PERSONA_RESERVED = frozenset({"default", "lock", "off"})
 """Words of the ``/persona`` command, which cannot name a persona."""
 PERSONA_LIMIT = 4000
+MODEL_NAME = PERSONA_NAME
+DEFAULT_MODEL = "default"
+"""The name of the model ``PARLEY_ENGINE__*`` configures."""
+MODEL_RESERVED = frozenset({DEFAULT_MODEL, "allow", "off", "all"})
+"""Words of the ``/model`` command, which cannot name a configured model."""
+MODEL_IDENTITY = frozenset({"backend", "model_path", "base_url", "api_key", "model"})
+"""The fields that say which model a ``PARLEY_MODELS__<NAME>`` entry is; it never inherits these."""
 
 
 def _split_list(value: object) -> object:
@@ -325,6 +341,17 @@ class Settings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})
     """System prompt for every conversation; empty sends none. A channel's admins can override it with
     ``/system``."""
+    models: dict[str, EngineSettings] = Field(default_factory=dict, json_schema_extra={"doc_default": "none"})
+    """More models users choose with ``/model``, besides ``default`` (the one ``ENGINE`` configures): one group of
+    variables per model, ``PARLEY_MODELS__<NAME>__<FIELD>`` with any field of ``ENGINE`` (``BACKEND``,
+    ``MODEL_PATH``, ``BASE_URL``, ``API_KEY``, ``MODEL``, ``N_CTX``, …). A field left unset takes the value of
+    ``ENGINE``, except the ones that say which model it is (backend, path, URL, key, model name). Names as for
+    personas; ``default``, ``allow``, ``off`` and ``all`` are taken by the command. Nothing loads at start:
+    a model starts when a reply first needs it, and one local model is loaded at a time (see
+    [Several models](#several-models))."""
+    model_idle_unload: float = Field(600.0, ge=0)
+    """Seconds a local model of ``MODELS`` stays loaded with no reply running before it is unloaded (``0``:
+    never). The default model stays loaded unless another local model needs its place."""
     personas: dict[str, str] = Field(default_factory=dict, json_schema_extra={"doc_default": "none"})
     """Named system prompts users choose with ``/persona``: one variable per persona, ``PARLEY_PERSONAS``
     then ``__`` and its name (lowercase letters, digits, ``-`` or ``_``, at most 32), set to the prompt.
@@ -351,6 +378,46 @@ class Settings(BaseSettings):
     ``interrupted``)."""
 
     _split = field_validator("admins", mode="before")(_split_list)
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _inherit_engine(cls, value: object, info: ValidationInfo) -> object:
+        """Each model's unset tuning fields come from ``ENGINE`` (its identity fields never do)."""
+        if not isinstance(value, dict):
+            return value
+        engine = info.data.get("engine")
+        if not isinstance(engine, EngineSettings):
+            return value
+        inherited = engine.model_dump(exclude=set(MODEL_IDENTITY))
+        found: dict[str, object] = {}
+        for name, fields in value.items():
+            if not isinstance(name, str):
+                raise ValueError("model names are text")
+            own = fields
+            if isinstance(fields, dict):
+                own = inherited | {str(k).lower(): v for k, v in fields.items()}
+            found[name.lower()] = own
+        return found
+
+    @field_validator("models")
+    @classmethod
+    def _model_names(cls, models: dict[str, EngineSettings]) -> dict[str, EngineSettings]:
+        for name in models:
+            if not MODEL_NAME.fullmatch(name) or name in MODEL_RESERVED:
+                raise ValueError(
+                    f"{name!r} cannot name a model (use up to 32 lowercase letters, digits, - or _; not "
+                    f"{', '.join(sorted(MODEL_RESERVED))})"
+                )
+        return {name: models[name] for name in sorted(models)}
+
+    def model_settings(self, name: str) -> EngineSettings:
+        """The settings of model ``name`` (``default``: ``ENGINE``); ``KeyError`` if none is configured."""
+        return self.engine if name == DEFAULT_MODEL else self.models[name]
+
+    @property
+    def model_names(self) -> list[str]:
+        """``default`` and then the configured models, in name order."""
+        return [DEFAULT_MODEL, *self.models]
 
     @model_validator(mode="after")
     def _load_personas(self) -> Settings:

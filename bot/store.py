@@ -1,6 +1,6 @@
 """Conversation storage in SQLite (aiosqlite, WAL).
 
-Tables: ``conversations`` (one row per conversation key, with its persona), ``turns`` (each user
+Tables: ``conversations`` (one row per conversation key, with its persona and model), ``turns`` (each user
 message, with its author, and bot reply, with its status and the platform message ids that carry
 it), ``channel_settings`` and ``notes`` (the memory; ``notes_index`` is its FTS5 index).
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades a database one
@@ -104,6 +104,13 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO notes_index (notes_index, rowid, text) VALUES ('delete', old.id, old.text);
     END;
     """,
+    # 4: several models (bot/models.py): the model a conversation chose, and a channel's default model and
+    # the models its users may choose from (a JSON list; NULL: every configured model)
+    """
+    ALTER TABLE conversations ADD COLUMN model TEXT;
+    ALTER TABLE channel_settings ADD COLUMN model TEXT;
+    ALTER TABLE channel_settings ADD COLUMN models TEXT;
+    """,
 )
 
 
@@ -161,6 +168,10 @@ class ChannelSettings:
     """The persona of the channel's conversations that chose none (``None``: the default prompt)."""
     persona_locked: bool = False
     """Users may not choose their own persona here."""
+    model: str | None = None
+    """The model of the channel's conversations that chose none (``None``: ``default``)."""
+    models: tuple[str, ...] | None = None
+    """The models users may choose here besides the channel's default (``None``: every configured one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +194,7 @@ class Store:
         self._db: aiosqlite.Connection | None = None
         self._channels: dict[tuple[str, str], ChannelSettings] = {}
         self._personas: dict[tuple[str, str, str, str], str] = {}
+        self._models: dict[tuple[str, str, str, str], str] = {}
         self.recovered = 0
         """How many replies were marked interrupted when the store opened."""
 
@@ -207,15 +219,23 @@ class Store:
             self.recovered = cursor.rowcount
             await self._db.commit()
             async with self._db.execute(
-                "SELECT platform, channel, system_prompt, scope, persona, persona_locked FROM channel_settings"
+                "SELECT platform, channel, system_prompt, scope, persona, persona_locked, model, models"
+                " FROM channel_settings"
             ) as rows:
-                async for platform, channel, prompt, scope, persona, locked in rows:
-                    self._channels[(platform, channel)] = ChannelSettings(prompt, Scope(scope), persona, bool(locked))
+                async for platform, channel, prompt, scope, persona, locked, model, models in rows:
+                    allowed = None if models is None else tuple(json.loads(models))
+                    self._channels[(platform, channel)] = ChannelSettings(
+                        prompt, Scope(scope), persona, bool(locked), model, allowed
+                    )
             async with self._db.execute(
-                "SELECT platform, channel, thread, user, persona FROM conversations WHERE persona IS NOT NULL"
+                "SELECT platform, channel, thread, user, persona, model FROM conversations"
+                " WHERE persona IS NOT NULL OR model IS NOT NULL"
             ) as rows:
-                async for platform, channel, thread, user, persona in rows:
-                    self._personas[(platform, channel, thread, user)] = persona
+                async for platform, channel, thread, user, persona, model in rows:
+                    if persona is not None:
+                        self._personas[(platform, channel, thread, user)] = persona
+                    if model is not None:
+                        self._models[(platform, channel, thread, user)] = model
         except (aiosqlite.Error, OSError) as exc:
             await self.close()
             raise StoreError(f"cannot open database {str(self.path)!r}: {exc}") from exc
@@ -296,6 +316,19 @@ class Store:
             self._personas.pop(_key_row(key), None)
         else:
             self._personas[_key_row(key)] = persona
+
+    def conversation_model(self, key: ConversationKey) -> str | None:
+        """The model ``key``'s conversation chose (``/model``), from memory; kept across ``/reset``."""
+        return self._models.get(_key_row(key))
+
+    async def set_conversation_model(self, key: ConversationKey, model: str | None) -> None:
+        conversation_id = await self.conversation(key)
+        await self.db.execute("UPDATE conversations SET model = ? WHERE id = ?", (model, conversation_id))
+        await self.db.commit()
+        if model is None:
+            self._models.pop(_key_row(key), None)
+        else:
+            self._models[_key_row(key)] = model
 
     async def reset(self, conversation_id: str) -> None:
         """Forget the history so far: later replies do not see it (it stays in the database)."""
@@ -441,11 +474,22 @@ class Store:
 
     async def _write_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.db.execute(
-            "INSERT INTO channel_settings (platform, channel, system_prompt, scope, persona, persona_locked)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO channel_settings"
+            " (platform, channel, system_prompt, scope, persona, persona_locked, model, models)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (platform, channel) DO UPDATE SET system_prompt = excluded.system_prompt,"
-            " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked",
-            (platform, channel, settings.system_prompt, settings.scope, settings.persona, int(settings.persona_locked)),
+            " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked,"
+            " model = excluded.model, models = excluded.models",
+            (
+                platform,
+                channel,
+                settings.system_prompt,
+                settings.scope,
+                settings.persona,
+                int(settings.persona_locked),
+                settings.model,
+                None if settings.models is None else json.dumps(list(settings.models)),
+            ),
         )
         await self.db.commit()
 

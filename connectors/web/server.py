@@ -39,6 +39,7 @@ from bot.errors import ContextOverflow, EngineBusy, ParleyError
 from bot.exchange import Exchange
 from bot.logs import reply_context
 from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from bot.models import NOT_LOADED
 from bot.settings import WebSettings
 from bot.store import TurnStatus
 
@@ -50,6 +51,8 @@ COMMAND = re.compile(r"^/([a-z][a-z0-9_-]{0,31})(?:@\S+)?(?:\s+(.*))?$", re.DOTA
 CONVERSATION_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 """What conversation ids look like (the API makes them as uuid4 hex)."""
 USER = web.RequestKey("user", str)
+HEALTHY = frozenset({"ready", "running", NOT_LOADED})
+"""Component states of a healthy bot: a model not loaded loads when a reply first needs it."""
 """Who is asking: ``local`` without API keys, otherwise an id derived from the key."""
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -253,7 +256,7 @@ class WebServer:
 
     async def _health(self, _request: web.Request) -> web.Response:
         components = self.parley.status()
-        ready = self.parley.ready and all(state in {"ready", "running"} for state in components.values())
+        ready = self.parley.ready and all(state in HEALTHY for state in components.values())
         body = {
             "status": "ok" if ready else "starting",
             "model": self.parley.engine.model_name,
