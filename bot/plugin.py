@@ -117,6 +117,21 @@ class PluginHost(Protocol):
 
     def memory(self, platform: str, *, user: str = "", channel: str = "") -> NoteBook: ...
 
+    @property
+    def models(self) -> Mapping[str, str]: ...
+
+    def model_status(self, name: str) -> str: ...
+
+    def model_of(self, key: ConversationKey) -> str: ...
+
+    def channel_model(self, platform: str, channel: str) -> str: ...
+
+    def allowed_models(self, platform: str, channel: str) -> list[str]: ...
+
+    def conversation_model(self, key: ConversationKey) -> str | None: ...
+
+    async def set_conversation_model(self, key: ConversationKey, model: str | None) -> None: ...
+
 
 @dataclass
 class Invocation:
@@ -192,6 +207,38 @@ class Invocation:
         if persona is not None and persona not in self.host.personas:
             raise ValueError(f"no persona is named {persona!r}")
         await self.host.set_conversation_persona(self.key, persona)
+
+    @property
+    def models(self) -> Mapping[str, str]:
+        """Every configured model, ``default`` first: name to a one-line description."""
+        return self.host.models
+
+    def model_status(self, name: str) -> str:
+        """Model ``name``'s engine status: ``ready``, ``not loaded`` (it loads when a reply needs it), …"""
+        return self.host.model_status(name)
+
+    def model(self) -> str:
+        """The model answering in this conversation."""
+        return self.host.model_of(self.key)
+
+    def chosen_model(self) -> str | None:
+        """The model this conversation chose with ``/model``, whether or not the channel still allows it."""
+        return self.host.conversation_model(self.key)
+
+    def channel_model(self) -> str:
+        """This channel's default model."""
+        return self.host.channel_model(self.platform, self.channel)
+
+    def allowed_models(self) -> list[str]:
+        """The models users may choose in this channel (its default among them)."""
+        return self.host.allowed_models(self.platform, self.channel)
+
+    async def set_model(self, model: str | None) -> None:
+        """Choose this conversation's model (``None``: the channel's default); it applies from the next
+        reply. Raises ``ValueError`` for a model that is not configured or not allowed here."""
+        if model is not None and model not in self.allowed_models():
+            raise ValueError(f"the model {model!r} is not allowed here")
+        await self.host.set_conversation_model(self.key, model)
 
     @property
     def memory(self) -> NoteBook:

@@ -1,4 +1,4 @@
-"""Built-in commands: help, ask, reset, stop, system, persona, scope, stats, ping; remember, memory, forget.
+"""Built-in commands: help, ask, reset, stop, system, persona, model, scope, stats, ping; remember, memory, forget.
 
 ``/memory`` numbers a user's notes 1, 2, … and the channel's c1, c2, …; ``/forget`` takes those
 numbers. Answers that show a user's notes are ephemeral where the platform can.
@@ -132,6 +132,71 @@ def _check_persona(inv: Invocation, name: str) -> None:
     if name not in inv.personas:
         known = ", ".join(inv.personas) or "none are configured"
         raise CommandError(f"There is no persona {name!r} (available: {known}).")
+
+
+MODEL_NAME_HELP = "a model, 'off' for the channel's; admins: 'default' or 'allow'"
+MODEL_VALUE_HELP = "after default: a model; after allow: models (a,b) or all"
+
+
+def _model_lines(inv: Invocation, names: list[str]) -> list[str]:
+    return [f"- {name}: {inv.models[name]} ({inv.model_status(name)})" for name in names]
+
+
+def _model_status(inv: Invocation) -> str:
+    current = inv.model()
+    how = "chosen in this conversation" if current == inv.chosen_model() else "this channel's default"
+    lines = [f"Model: {current} ({how}).", "Models you can choose here:", *_model_lines(inv, inv.allowed_models())]
+    if inv.is_admin:
+        others = [name for name in inv.models if name not in inv.allowed_models()]
+        if others:
+            lines += ["Not allowed here (admins: /model allow):", *_model_lines(inv, others)]
+    return "\n".join(lines).replace("/model", f"/{inv.prefix}model")
+
+
+def _model_names(inv: Invocation, text: str) -> tuple[str, ...] | None:
+    words = [word for word in text.replace(",", " ").lower().split() if word]
+    if words == ["all"]:
+        return None
+    unknown = [word for word in words if word not in inv.models]
+    if not words or unknown:
+        what = f"There is no model {unknown[0]!r}" if unknown else "Name at least one model"
+        raise CommandError(f"{what} (configured: {', '.join(inv.models)}); or use all.")
+    return tuple(dict.fromkeys(words))
+
+
+@router.command(description="Show or choose the model of this conversation")
+async def model(
+    inv: Invocation,
+    name: Annotated[str | None, Arg(MODEL_NAME_HELP, max_length=40)] = None,
+    value: Annotated[str | None, Arg(MODEL_VALUE_HELP, max_length=400)] = None,
+) -> str:
+    if name is None:
+        return _model_status(inv)
+    word = name.strip().lower()
+    channel = inv.channel_settings()
+    if word in {"default", "allow"} and value is not None:
+        if not inv.is_admin:
+            raise CommandError(f"Only admins can use /{inv.prefix}model {word}.")
+        if word == "allow":
+            await inv.set_channel_settings(dataclasses.replace(channel, models=_model_names(inv, value)))
+            shown = ", ".join(inv.allowed_models())
+            return f"Users here may now choose from: {shown} (the channel's default is always allowed)."
+        choice = value.strip().lower()
+        if choice not in inv.models:
+            raise CommandError(f"There is no model {choice!r} (configured: {', '.join(inv.models)}).")
+        await inv.set_channel_settings(dataclasses.replace(channel, model=None if choice == "default" else choice))
+        return f"This channel's default model is now {choice}; it applies from the next reply."
+    if value is not None:
+        raise CommandError(f"Usage: /{inv.prefix}model [name|off]")
+    if word == "off":
+        await inv.set_model(None)
+        return f"This conversation uses the channel's default model again ({inv.model()})."
+    allowed = inv.allowed_models()
+    if word not in allowed:
+        where = "configured" if word not in inv.models else "allowed here"
+        raise CommandError(f"The model {word!r} is not {where} (you can choose: {', '.join(allowed)}).")
+    await inv.set_model(word)
+    return f"Model set to {word} for this conversation; it applies from the next reply."
 
 
 @router.command(description="Share one conversation in this channel, or one per user (admins)", admin=True)

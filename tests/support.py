@@ -19,8 +19,9 @@ from bot.conversation import ConversationKey, Destination
 from bot.engine import ChatMessage, Engine, GenerationParams, Reply
 from bot.errors import ConnectorError, ContextOverflow, EngineError, RateLimited
 from bot.main import build_app
+from bot.models import EngineFactory
 from bot.pacing import Pacing
-from bot.settings import Settings
+from bot.settings import EngineSettings, Settings
 from bot.store import Store, Turn, TurnStatus
 
 WORD = re.compile(r"\S+\s*")
@@ -132,17 +133,48 @@ def make_app(
     *,
     real_engine: bool = False,
     memory_store: bool = False,
+    factory: EngineFactory | None = None,
 ) -> Parley:
     """The whole app for ``settings`` with a :class:`ScriptedEngine` unless told otherwise.
 
     A scripted engine gets the settings' ``n_ctx`` unless given its own. The store is the
     settings' SQLite file (so restarts keep it), or an in-memory SQLite database with
-    ``memory_store=True``.
+    ``memory_store=True``. ``factory`` builds the engines of ``PARLEY_MODELS`` (the real ones
+    unless given: see :class:`ScriptedModels`).
     """
     if engine is None and not real_engine:
         engine = ScriptedEngine(n_ctx=settings.engine.n_ctx)
     store = Store(":memory:") if memory_store else None
-    return build_app(settings, engine=engine, store=store)
+    if factory is None:
+        return build_app(settings, engine=engine, store=store)
+    return build_app(settings, engine=engine, store=store, factory=factory)
+
+
+class ScriptedModels:
+    """An engine factory for ``PARLEY_MODELS`` in tests: a :class:`ScriptedEngine` per model, answering
+    ``[<model setting>] You said: …`` (the OpenAI ``MODEL`` field names it), or ``answer``'s words
+    ``delay`` s apart; recorded in ``built``."""
+
+    def __init__(self, answer: Callable[[Sequence[ChatMessage]], str] = echo, *, delay: float = 0.0) -> None:
+        self.built: list[tuple[str, ScriptedEngine]] = []
+        self.answer = answer
+        self.delay = delay
+
+    def __call__(self, settings: EngineSettings) -> Engine:
+        label = settings.model
+
+        def answer(messages: Sequence[ChatMessage]) -> str:
+            return f"[{label}] {self.answer(messages)}"
+
+        engine = ScriptedEngine(answer, n_ctx=settings.n_ctx, delay=self.delay)
+        self.built.append((label, engine))
+        return engine
+
+    def engines(self, label: str) -> list[ScriptedEngine]:
+        return [engine for name, engine in self.built if name == label]
+
+    def prompts(self, label: str) -> list[list[ChatMessage]]:
+        return [prompt for engine in self.engines(label) for prompt in engine.prompts]
 
 
 def scripted_engine(app: Parley) -> ScriptedEngine:
