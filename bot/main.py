@@ -119,10 +119,7 @@ async def checks(settings: Settings, *, skip_engine: bool = False) -> list[Findi
 
     jobs = [bounded("web", web_check(settings.web), PLATFORM_TIMEOUT, "PARLEY_WEB__HOST, PARLEY_WEB__PORT")]
     if not skip_engine:
-        from engine.check import check as engine_check
-
-        engine = engine_check(build_engine(settings.engine), settings.engine, settings.system_prompt)
-        jobs.append(bounded("engine", engine, ENGINE_TIMEOUT, "PARLEY_ENGINE__MODEL_PATH or PARLEY_ENGINE__BASE_URL"))
+        jobs.append(_model_checks(settings))
     if settings.telegram.token is not None:
         from connectors.telegram.check import check as telegram_check
 
@@ -145,6 +142,20 @@ async def checks(settings: Settings, *, skip_engine: bool = False) -> list[Findi
     if not any(token is not None for token in (settings.telegram.token, settings.discord.token, slack.bot_token)):
         fix = "set PARLEY_TELEGRAM__TOKEN, PARLEY_DISCORD__TOKEN or PARLEY_SLACK__BOT_TOKEN"
         found.append(warning("platforms", "none configured: only the web chat and the HTTP API answer", fix))
+    return found
+
+
+async def _model_checks(settings: Settings) -> list[Finding]:
+    """The default model, then each of ``PARLEY_MODELS``, one after the other (as ``parley run`` loads local
+    models: one at a time), each bounded."""
+    from engine.check import check as engine_check
+
+    engine = engine_check(build_engine(settings.engine), settings.engine, settings.system_prompt)
+    found = await bounded("engine", engine, ENGINE_TIMEOUT, "PARLEY_ENGINE__MODEL_PATH or PARLEY_ENGINE__BASE_URL")
+    for name, model in settings.models.items():
+        subject, prefix = f"model {name}", f"PARLEY_MODELS__{name.upper()}__"
+        job = engine_check(build_engine(model), model, settings.system_prompt, subject=subject, prefix=prefix)
+        found += await bounded(subject, job, ENGINE_TIMEOUT, f"{prefix}MODEL_PATH or {prefix}BASE_URL")
     return found
 
 

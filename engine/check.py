@@ -19,10 +19,10 @@ MAX_TOKENS = 8
 PROMPT = "Say hello to the people in this chat."
 
 
-def _fix(settings: EngineSettings) -> str:
+def _fix(settings: EngineSettings, prefix: str = "PARLEY_ENGINE__") -> str:
     if settings.backend == "openai":
-        return "start the model server, or PARLEY_ENGINE__BASE_URL (and PARLEY_ENGINE__API_KEY, PARLEY_ENGINE__MODEL)"
-    return "PARLEY_ENGINE__MODEL_PATH: a GGUF model file that llama.cpp can load (or unset it for the bundled model)"
+        return f"start the model server, or {prefix}BASE_URL (and {prefix}API_KEY, {prefix}MODEL)"
+    return f"{prefix}MODEL_PATH: a GGUF model file that llama.cpp can load (or unset it for the bundled model)"
 
 
 def _what(settings: EngineSettings) -> str:
@@ -31,13 +31,22 @@ def _what(settings: EngineSettings) -> str:
     return f"local, {settings.model_path.name if settings.model_path else '?'}"
 
 
-async def check(engine: Engine, settings: EngineSettings, system_prompt: str) -> list[Finding]:
+async def check(
+    engine: Engine,
+    settings: EngineSettings,
+    system_prompt: str,
+    *,
+    subject: str = SUBJECT,
+    prefix: str = "PARLEY_ENGINE__",
+) -> list[Finding]:
+    """Start ``engine``, generate a few tokens, stop it; ``subject`` and ``prefix`` (of the settings that fix
+    it) name a model of ``PARLEY_MODELS`` in the findings."""
     what = _what(settings)
     began = time.monotonic()
     try:
         await engine.start()
     except EngineError as exc:
-        return [problem(SUBJECT, f"{what}: cannot start: {exc}", _fix(settings))]
+        return [problem(subject, f"{what}: cannot start: {exc}", _fix(settings, prefix))]
     try:
         started = time.monotonic() - began
         messages = [ChatMessage("system", system_prompt), ChatMessage("user", PROMPT)]
@@ -47,18 +56,19 @@ async def check(engine: Engine, settings: EngineSettings, system_prompt: str) ->
             async with reply:
                 text = await reply.text()
         except EngineError as exc:
-            return [problem(SUBJECT, f"{what}: started, but generating failed: {describe(exc)}", _fix(settings))]
+            failed = f"{what}: started, but generating failed: {describe(exc)}"
+            return [problem(subject, failed, _fix(settings, prefix))]
         took = time.monotonic() - began
     finally:
         await engine.stop()
     words = " ".join(text.split())
     if not words:
-        return [problem(SUBJECT, f"{what}: the model answered nothing in {took:.1f} s", _fix(settings))]
+        return [problem(subject, f"{what}: the model answered nothing in {took:.1f} s", _fix(settings, prefix))]
     tokens = reply.usage.completion_tokens
     verb = "loaded" if settings.backend == "local" else "reached"
     return [
         Finding(
-            SUBJECT,
+            subject,
             True,
             f'{what}: {verb} in {started:.1f} s; {tokens or "?"} tokens in {took:.1f} s: "{words[:60]}"',
         )

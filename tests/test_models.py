@@ -16,7 +16,8 @@ from bot.logs import secrets_of
 from bot.settings import load_settings
 from tests.conftest import MakeSettings
 from tests.support import ScriptedModels, long_story, make_app, scripted_engine, wait_idle, wait_until
-from tests.test_engine_openai import FakeServer
+from tests.test_check import fix_after, lines, parley_check
+from tests.test_engine_openai import FakeServer, free_port
 from tests.test_personas import dm, in_channel, run
 from tests.test_streamer import roomy
 
@@ -230,3 +231,27 @@ def test_models_come_from_the_environment_and_inherit_the_engines_tuning(monkeyp
     monkeypatch.setenv("PARLEY_MODELS__FAST__N_CTX", "32")
     with pytest.raises(ConfigError, match="PARLEY_MODELS__FAST__N_CTX"):
         load_settings()
+
+
+async def test_parley_check_checks_each_model(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model_server: FakeServer
+) -> None:
+    dead = "http://127.0.0.1:9/v1"
+    env = {
+        "PARLEY_ENGINE__BACKEND": "openai",
+        "PARLEY_ENGINE__BASE_URL": model_server.url,
+        "PARLEY_MODELS__FAST__BACKEND": "openai",
+        "PARLEY_MODELS__FAST__BASE_URL": model_server.url,
+        "PARLEY_MODELS__FAST__MODEL": "fast-model",
+        "PARLEY_MODELS__GONE__BACKEND": "openai",
+        "PARLEY_MODELS__GONE__BASE_URL": dead,
+        "PARLEY_WEB__PORT": str(free_port()),
+    }
+    code, out = await parley_check(monkeypatch, capsys, env)
+    assert code == 1
+    assert lines(out, "✓", "engine")
+    [fast] = lines(out, "✓", "model fast")
+    assert f"openai at {model_server.url}, model fast-model: reached in" in fast
+    [gone] = lines(out, "✗", "model gone")
+    assert f"openai at {dead}, model default: cannot start" in gone
+    assert "PARLEY_MODELS__GONE__BASE_URL" in fix_after(out, "model gone")
