@@ -11,9 +11,10 @@ import pytest
 
 from bot.app import Parley
 from bot.conversation import IncomingMessage
-from bot.errors import ConfigError
+from bot.engine import Engine
+from bot.errors import ConfigError, EngineError
 from bot.logs import secrets_of
-from bot.settings import load_settings
+from bot.settings import EngineSettings, load_settings
 from tests.conftest import MakeSettings
 from tests.support import ScriptedModels, long_story, make_app, scripted_engine, wait_idle, wait_until
 from tests.test_check import fix_after, lines, parley_check
@@ -255,3 +256,44 @@ async def test_parley_check_checks_each_model(
     [gone] = lines(out, "✗", "model gone")
     assert f"openai at {dead}, model default: cannot start" in gone
     assert "PARLEY_MODELS__GONE__BASE_URL" in fix_after(out, "model gone")
+
+
+class Unloadable(ScriptedModels):
+    """A factory whose engines cannot start until ``fixed``."""
+
+    fixed = False
+
+    def __call__(self, settings: EngineSettings) -> Engine:
+        engine = super().__call__(settings)
+        if not self.fixed:
+
+            async def broken() -> None:
+                raise EngineError("cannot load model '/models/big.gguf': out of memory")
+
+            engine.start = broken  # type: ignore[method-assign]
+        return engine
+
+
+async def test_a_model_that_cannot_load_fails_that_reply_only(make_settings: MakeSettings) -> None:
+    settings = make_settings(web={"enabled": False}, models=MODELS, limits=UNLIMITED)
+    factory = Unloadable()
+    async with make_app(settings, factory=factory) as app:
+        await run(app, dm("U1"), "model", "big")
+        connector = roomy()
+        app.chat.submit(dm("U1", "hello"), connector)
+        await wait_idle(app)
+        assert connector.messages()[-1].startswith("⚠️ "), "the user learns that the reply failed"
+        assert app.engines.status("big") == "not loaded"
+        assert await answer(app, dm("U2", "still here")) == "You said: still here"
+        factory.fixed = True
+        assert await answer(app, dm("U1", "again")) == "[big-1] You said: again", "the next reply tries again"
+
+
+async def test_a_choice_of_a_model_no_longer_configured_is_skipped(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(web={"enabled": False}, models=MODELS), factory=ScriptedModels()) as app:
+        await run(app, dm("U1"), "model", "fast")
+        await run(app, in_channel("A1"), "model", "default fast", admin=True)
+    async with make_app(make_settings(web={"enabled": False}), factory=ScriptedModels()) as app:
+        assert "Model: default (this channel's default)." in await run(app, dm("U1"), "model")
+        assert await answer(app, dm("U1", "one")) == "You said: one"
+        assert await answer(app, in_channel("U2", "two")) == "You said: two"
