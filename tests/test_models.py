@@ -297,3 +297,19 @@ async def test_a_choice_of_a_model_no_longer_configured_is_skipped(make_settings
         assert "Model: default (this channel's default)." in await run(app, dm("U1"), "model")
         assert await answer(app, dm("U1", "one")) == "You said: one"
         assert await answer(app, in_channel("U2", "two")) == "You said: two"
+
+
+async def test_two_local_models_take_turns_on_the_real_model(make_settings: MakeSettings) -> None:
+    """The real local engine unloads and loads again (the bundled file under two names)."""
+    small = {"n_ctx": 512, "parallel": 1, "max_tokens": 8}
+    settings = make_settings(
+        web={"enabled": False}, engine=small, models={"other": {"backend": "local"}}, limits=UNLIMITED
+    )
+    async with make_app(settings, real_engine=True) as app:
+        assert app.engines.statuses() == {"default": "ready", "other": "not loaded"}
+        await run(app, dm("U1"), "model", "other")
+        assert (await answer(app, dm("U1", "Say hi."))).strip()
+        assert app.engines.statuses() == {"default": "not loaded", "other": "ready"}
+        assert (await answer(app, dm("U2", "Say hi."))).strip()
+        assert app.engines.statuses() == {"default": "ready", "other": "not loaded"}
+        assert app.engines.loads == ["default", "other", "default"]
