@@ -166,7 +166,7 @@ class ChatService:
         """The model's messages for ``history`` and then the ``new`` user turn (always kept).
 
         ``shared``: several people write here, so user turns carry their speaker's label
-        (``bot.names``) and the system prompt says so. ``quote``: the line (``bot.names.quoting``)
+        (``bot.names``), and its name field, and the system prompt says so. ``quote``: the line (``bot.names.quoting``)
         of the message the ``new`` turn replies to, put before its text.
         """
         if shared and system_prompt:
@@ -174,16 +174,17 @@ class ChatService:
         messages = [ChatMessage("system", system_prompt)] if system_prompt else []
         speakers = Speakers()
 
-        def content(turn: Turn, quote: str = "") -> str:
+        def message(turn: Turn, quote: str = "") -> ChatMessage:
             if shared and turn.role == "user":
-                return speakers.say(turn.author, turn.author_name, turn.text, quote)
-            return f"{quote}\n{turn.text}" if quote else turn.text
+                name = speakers.field(turn.author, turn.author_name) if turn.author else None
+                return ChatMessage("user", speakers.say(turn.author, turn.author_name, turn.text, quote), name)
+            return ChatMessage(turn.role, f"{quote}\n{turn.text}" if quote else turn.text)
 
         for turn in history:
             if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
-                messages.append(ChatMessage(turn.role, content(turn)))
+                messages.append(message(turn))
         if new is not None:
-            messages.append(ChatMessage("user", content(new, quote)))
+            messages.append(message(new, quote))
         return messages
 
     # the pipeline
@@ -223,7 +224,7 @@ class ChatService:
             messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new, quote=line)
             recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
             if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
-                messages[-1] = ChatMessage("user", f"{recalled}\n\n{messages[-1].content}")
+                messages[-1] = dataclasses.replace(messages[-1], content=f"{recalled}\n\n{messages[-1].content}")
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
