@@ -2,7 +2,8 @@
 
 Tables: ``conversations`` (one row per conversation key, with its persona), ``turns`` (each user
 message, with its author, and bot reply, with its status and the platform message ids that carry
-it), ``channel_settings`` and ``notes`` (the memory; ``notes_index`` is its FTS5 index).
+it), ``channel_settings``, ``notes`` (the memory; ``notes_index`` is its FTS5 index) and ``heard``
+(what listening channels keep of the messages not addressed to the bot, ``bot/listen.py``).
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades a database one
 step at a time, so a database from any earlier release opens.
 
@@ -104,6 +105,24 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO notes_index (notes_index, rowid, text) VALUES ('delete', old.id, old.text);
     END;
     """,
+    # 4: taken by another branch (its migration replaces this placeholder when the branches merge)
+    "",
+    # 5: listen mode (bot/listen.py): the channel's flag, and the messages it kept that were not for the bot
+    """
+    ALTER TABLE channel_settings ADD COLUMN listen INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE heard (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        thread TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL,
+        user_name TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX heard_by_channel ON heard (platform, channel, id);
+    CREATE INDEX heard_by_age ON heard (created_at);
+    """,
 )
 
 
@@ -161,6 +180,8 @@ class ChannelSettings:
     """The persona of the channel's conversations that chose none (``None``: the default prompt)."""
     persona_locked: bool = False
     """Users may not choose their own persona here."""
+    listen: bool = False
+    """Listen mode (``/listen``): messages here that are not for the bot are kept as context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,10 +228,12 @@ class Store:
             self.recovered = cursor.rowcount
             await self._db.commit()
             async with self._db.execute(
-                "SELECT platform, channel, system_prompt, scope, persona, persona_locked FROM channel_settings"
+                "SELECT platform, channel, system_prompt, scope, persona, persona_locked, listen FROM channel_settings"
             ) as rows:
-                async for platform, channel, prompt, scope, persona, locked in rows:
-                    self._channels[(platform, channel)] = ChannelSettings(prompt, Scope(scope), persona, bool(locked))
+                async for platform, channel, prompt, scope, persona, locked, listen in rows:
+                    self._channels[(platform, channel)] = ChannelSettings(
+                        prompt, Scope(scope), persona, bool(locked), bool(listen)
+                    )
             async with self._db.execute(
                 "SELECT platform, channel, thread, user, persona FROM conversations WHERE persona IS NOT NULL"
             ) as rows:
@@ -441,11 +464,20 @@ class Store:
 
     async def _write_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.db.execute(
-            "INSERT INTO channel_settings (platform, channel, system_prompt, scope, persona, persona_locked)"
-            " VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO channel_settings (platform, channel, system_prompt, scope, persona, persona_locked, listen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (platform, channel) DO UPDATE SET system_prompt = excluded.system_prompt,"
-            " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked",
-            (platform, channel, settings.system_prompt, settings.scope, settings.persona, int(settings.persona_locked)),
+            " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked,"
+            " listen = excluded.listen",
+            (
+                platform,
+                channel,
+                settings.system_prompt,
+                settings.scope,
+                settings.persona,
+                int(settings.persona_locked),
+                int(settings.listen),
+            ),
         )
         await self.db.commit()
 
