@@ -52,7 +52,8 @@ HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnS
 
 
 def last_answer(history: Sequence[Turn]) -> float:
-    """When the newest reply in ``history`` was started (``0`` if there is none)."""
+    """When the newest reply in ``history`` was started (``0`` if there is none): kept messages
+    from before it were in that reply's prompt already."""
     return max((turn.created_at for turn in history if turn.role == "assistant"), default=0.0)
 
 
@@ -202,6 +203,8 @@ class ChatService:
             if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
                 messages.append(message(turn))
         if new is not None:
+            if shared and new.author:  # labelled before the block, so each keeps one label from turn to turn
+                speakers.label(new.author, new.author_name)
             block = render(heard, speakers, heard_chars) if heard and heard_chars > 0 else ""
             last = message(new, quote, escaped=bool(block))
             if block:
@@ -243,7 +246,8 @@ class ChatService:
             line = (
                 quoting(quote.author, quote.text, limit) if quote is not None and limit and quote.text.strip() else ""
             )
-            heard = await self.listener.window(key, since=last_answer(history))
+            since = max(last_answer(history), await self.store.reset_time(conversation_id))
+            heard = await self.listener.window(key, since=since)
             messages = self.prompt(
                 self.system_prompt(key),
                 history,

@@ -325,6 +325,12 @@ class Store:
         await self.db.execute("UPDATE conversations SET reset_at = ? WHERE id = ?", (time.time(), conversation_id))
         await self.db.commit()
 
+    async def reset_time(self, conversation_id: str) -> float:
+        """When the conversation was last reset (``0`` if never)."""
+        async with self.db.execute("SELECT reset_at FROM conversations WHERE id = ?", (conversation_id,)) as cursor:
+            row = await cursor.fetchone()
+        return 0.0 if row is None else float(row[0])
+
     async def conversations_of(self, platform: str, user: str, limit: int = 50) -> list[ConversationSummary]:
         """``user``'s conversations on ``platform`` that have turns, most recently active first.
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-import time
 
 from bot.app import Parley
 from bot.conversation import IncomingMessage, Scope
@@ -105,6 +105,12 @@ async def test_a_shared_channel_labels_kept_messages_as_its_own_speakers(make_se
             "[Ada]: hello bot",
             f"{HEADER}\n[Ada (2)]: psst\n[Ada]: never mind\n\n[Ada (2)]: who spoke?",
         ]
+        # Someone who speaks to the bot keeps the label they had in that prompt, turn after turn.
+        await say(app, chat("U5", "Zed", "I am Zed", "m5"), chat("U6", "Zed", "me too", "m6", addressed=True))
+        await say(app, chat("U1", "Ada", "and now?", "m7", addressed=True))
+        before, after = scripted_engine(app).prompts[-2:]
+        assert before[-1].content == f"{HEADER}\n[Zed (2)]: I am Zed\n\n[Zed]: me too"
+        assert [m.content for m in after if m.role == "user"][-2:] == ["[Zed]: me too", "[Ada]: and now?"]
 
 
 async def test_only_messages_since_the_last_answer_are_used(make_settings: MakeSettings) -> None:
@@ -112,7 +118,7 @@ async def test_only_messages_since_the_last_answer_are_used(make_settings: MakeS
         await run(app, chat("A1", "Admin", "", ""), "listen", "on", admin=True)
         await say(app, chat("U1", "Ada", "first chatter", "m1"))
         await say(app, chat("U3", "Cy", "question one", "m2", addressed=True))
-        time.sleep(0.01)  # the next chatter comes after that answer started
+        await asyncio.sleep(0.01)  # the next chatter comes after that answer started
         await say(app, chat("U1", "Ada", "second chatter", "m3"))
         await say(app, chat("U3", "Cy", "question two", "m4", addressed=True))
         await say(app, chat("U3", "Cy", "question three", "m5", addressed=True))
@@ -121,6 +127,17 @@ async def test_only_messages_since_the_last_answer_are_used(make_settings: MakeS
         assert second[-1].content == f"{HEADER}\n[Ada]: second chatter\n\nquestion two"
         assert third[-1].content == "question three"
         assert [m.content for m in third if m.role == "user"] == ["question one", "question two", "question three"]
+
+
+async def test_a_reset_leaves_earlier_chatter_out(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(**SETTINGS)) as app:
+        await run(app, chat("A1", "Admin", "", ""), "listen", "on", admin=True)
+        await say(app, chat("U1", "Ada", "old chatter", "m1"))
+        await run(app, chat("U3", "Cy", "", ""), "reset")
+        await asyncio.sleep(0.01)
+        await say(app, chat("U1", "Ada", "new chatter", "m2"))
+        await say(app, chat("U3", "Cy", "anything new?", "m3", addressed=True))
+        assert scripted_engine(app).prompts[-1][-1].content == f"{HEADER}\n[Ada]: new chatter\n\nanything new?"
 
 
 async def test_the_window_the_retention_and_off_bound_what_is_kept(make_settings: MakeSettings) -> None:
