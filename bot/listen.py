@@ -5,7 +5,8 @@ message in that channel that is not addressed to the bot is kept in the store's 
 who wrote it, their display name, its text and when. It is never answered, and it never enters
 the durable inbox. Bounds, from :class:`~bot.settings.ListenSettings`:
 
-- at most ``window`` messages per channel (the newest; older ones are deleted as new ones come);
+- at most ``window`` messages per channel (the newest; older ones are deleted as new ones come),
+  each cut to ``chars`` (more could never reach a prompt; with ``chars`` 0 none are kept);
 - none older than ``retention`` seconds: expired messages are skipped when read, deleted on each
   write, when the store opens and by a sweep every minute (:meth:`Listener.run`);
 - turning listen mode off (``/listen off``) deletes everything the channel kept.
@@ -85,7 +86,7 @@ class Listener:
 
     async def hear(self, message: IncomingMessage) -> bool:
         """Keep ``message`` (not addressed to the bot) if its channel listens; whether it was kept."""
-        if message.addressed or message.is_direct or not message.text.strip():
+        if message.addressed or message.is_direct or not message.text.strip() or self.settings.chars <= 0:
             return False
         if not self.listening(message.platform, message.channel):
             return False
@@ -102,7 +103,7 @@ class Listener:
                 message.thread or "",
                 message.user,
                 message.user_name,
-                message.text,
+                message.text[: self.settings.chars],  # more could never reach a prompt
                 now,
             ),
         )

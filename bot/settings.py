@@ -306,8 +306,8 @@ class ListenSettings(BaseModel):
     retention: float = Field(86400.0, ge=1)
     """Seconds a kept message lives at most; it is deleted within a minute after (or at the next start)."""
     chars: int = Field(2000, ge=0, le=50_000)
-    """Characters of kept messages put into the prompt when the bot is addressed (the newest that fit); ``0``
-    keeps them out of prompts."""
+    """Characters of kept messages put into the prompt when the bot is addressed (the newest that fit); each
+    message is kept cut to this. ``0`` keeps nothing."""
 
 
 class Settings(BaseSettings):

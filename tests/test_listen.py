@@ -170,6 +170,17 @@ async def test_the_window_the_retention_and_off_bound_what_is_kept(make_settings
         assert heard_rows(app) == []
 
 
+async def test_a_kept_message_is_cut_to_what_a_prompt_could_use(make_settings: MakeSettings) -> None:
+    async with make_app(make_settings(**SETTINGS, listen={"chars": 100})) as app:
+        await run(app, chat("A1", "Admin", "", ""), "listen", "on", admin=True)
+        await say(app, chat("U1", "Ada", "x" * 50_000, "m1"))
+        assert [len(text) for _, _, text in heard_rows(app)] == [100]
+    async with make_app(make_settings(**SETTINGS, listen={"chars": 0})) as app:
+        await say(app, chat("U1", "Ada", "not even kept", "m2"))
+        assert app.store.channel_settings("recording", "C1").listen
+        assert [text for _, _, text in heard_rows(app)] == ["x" * 100]
+
+
 async def test_kept_messages_survive_a_restart_but_not_their_retention(make_settings: MakeSettings) -> None:
     settings = make_settings(**SETTINGS)
     async with make_app(settings) as app:
