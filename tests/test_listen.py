@@ -59,6 +59,7 @@ async def test_only_admins_turn_it_on_and_off(make_settings: MakeSettings) -> No
         assert (await run(app, member, "listen", "on", admin=True)).startswith("Listen mode on:")
         assert app.store.channel_settings("recording", "C1").listen
         assert (await run(app, member, "listen")).startswith("Listen mode is on here")
+        assert "/listen [on|off] — Show listen mode here" in await run(app, member, "help")
         assert await run(app, member, "listen", "off") == "Only admins can use /listen off."
         assert app.store.channel_settings("recording", "C1").listen
 
