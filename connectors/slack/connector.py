@@ -13,6 +13,12 @@ the answer is generated afterwards. A retried delivery carries the same ``event_
 (``app_mention`` and ``message``) share ``(channel, ts)`` and only the first is delivered. Which
 messages are answered, and in which thread, is decided in :mod:`connectors.slack.inbound`.
 
+A message to answer inside a thread someone else started carries the thread's root as its quote:
+the event names only ``thread_ts``, so the root is read with ``conversations.replies``
+(``limit=1``), cached per thread, alongside the sender's ``users.info``; if the read fails the
+message is answered without it. Authors are looked up only for messages to answer, and for the
+chatter a listening channel keeps (:meth:`~bot.connector.InboundSink.listening`).
+
 Slash commands (every command of the loaded plugins, named ``/<PARLEY_SLACK__COMMAND_PREFIX><name>``)
 arrive as Socket Mode ``slash_commands`` envelopes or, over HTTP, form-encoded at the same
 ``POST /slack/events``. They are acknowledged empty at once (Bolt's ``ack`` function; the rest
