@@ -9,6 +9,7 @@ then stops connectors, the web server, the engine and the store.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -24,6 +25,12 @@ from bot.settings import EngineSettings, Settings
 from bot.store import Store
 
 log = logging.getLogger("parley")
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Parley:
@@ -79,6 +86,8 @@ class Parley:
             log.info("plugins: %s (%d commands)%s", names or "none", len(self.chat.command_list), skipped)
 
             await self.chat.inbox.prune()
+            sweep = asyncio.create_task(self.chat.listener.run(), name="parley-listen-sweep")
+            stack.push_async_callback(_cancel, sweep)
             await self.chat.resume(self.connectors)  # queued first, answered once connectors are up
             for connector in self.connectors:
                 await connector.start(self.chat)

@@ -28,11 +28,12 @@ from bot.engine import ChatMessage, Engine, GenerationParams, Usage
 from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
+from bot.listen import Heard, Listener, render
 from bot.logs import reply_context
 from bot.memory import NoteBook, Notes, Owner
 from bot.metrics import Metrics
 from bot.models import Engines
-from bot.names import SHARED_NOTE, Speakers, quoting
+from bot.names import SHARED_NOTE, Speakers, escape, quoting
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import DEFAULT_MODEL, Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
@@ -49,6 +50,12 @@ OUTCOMES = {
 }
 """How a reply ended, as the ``parley_replies`` metric counts it."""
 HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
+
+
+def last_answer(history: Sequence[Turn]) -> float:
+    """When the newest reply in ``history`` was started (``0`` if there is none): kept messages
+    from before it were in that reply's prompt already."""
+    return max((turn.created_at for turn in history if turn.role == "assistant"), default=0.0)
 
 
 def _cancelling() -> bool:
@@ -100,6 +107,7 @@ class ChatService:
         """The reply being generated in each conversation (``/stop`` ends it)."""
         self.inbox = Inbox(store)
         self.notes = Notes(store, settings.memory_notes)
+        self.listener = Listener(store, settings.listen)
         self._opened = asyncio.Event()
         self.middlewares: list[Middleware] = []
         self.commands = CommandRunner(self, self.guard, self.key_for)
@@ -186,29 +194,47 @@ class ChatService:
 
     @staticmethod
     def prompt(
-        system_prompt: str, history: list[Turn], *, shared: bool = False, new: Turn | None = None, quote: str = ""
+        system_prompt: str,
+        history: list[Turn],
+        *,
+        shared: bool = False,
+        new: Turn | None = None,
+        quote: str = "",
+        heard: Sequence[Heard] = (),
+        heard_chars: int = 0,
     ) -> list[ChatMessage]:
         """The model's messages for ``history`` and then the ``new`` user turn (always kept).
 
         ``shared``: several people write here, so user turns carry their speaker's label
-        (``bot.names``) and the system prompt says so. ``quote``: the line (``bot.names.quoting``)
-        of the message the ``new`` turn replies to, put before its text.
+        (``bot.names``), and its name field, and the system prompt says so. ``quote``: the line
+        (``bot.names.quoting``) of the message the ``new`` turn replies to, put before its text.
+        ``heard``: what a listening channel kept (``bot.listen``), put before the ``new`` turn's
+        content as a block of at most ``heard_chars``; the ``new`` turn's own text is then escaped
+        too, so that it cannot pose as a line of the block.
         """
         if shared and system_prompt:
             system_prompt = f"{system_prompt}\n\n{SHARED_NOTE}"
         messages = [ChatMessage("system", system_prompt)] if system_prompt else []
         speakers = Speakers()
 
-        def content(turn: Turn, quote: str = "") -> str:
+        def message(turn: Turn, quote: str = "", escaped: bool = False) -> ChatMessage:
             if shared and turn.role == "user":
-                return speakers.say(turn.author, turn.author_name, turn.text, quote)
-            return f"{quote}\n{turn.text}" if quote else turn.text
+                name = speakers.field(turn.author, turn.author_name) if turn.author else None
+                return ChatMessage("user", speakers.say(turn.author, turn.author_name, turn.text, quote), name)
+            text = escape(turn.text) if escaped else turn.text
+            return ChatMessage(turn.role, f"{quote}\n{text}" if quote else text)
 
         for turn in history:
             if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
-                messages.append(ChatMessage(turn.role, content(turn)))
+                messages.append(message(turn))
         if new is not None:
-            messages.append(ChatMessage("user", content(new, quote)))
+            if shared and new.author:  # labelled before the block, so each keeps one label from turn to turn
+                speakers.label(new.author, new.author_name)
+            block = render(heard, speakers, heard_chars) if heard and heard_chars > 0 else ""
+            last = message(new, quote, escaped=bool(block))
+            if block:
+                last = dataclasses.replace(last, content=f"{block}\n\n{last.content}")
+            messages.append(last)
         return messages
 
     # the pipeline
@@ -245,10 +271,20 @@ class ChatService:
             line = (
                 quoting(quote.author, quote.text, limit) if quote is not None and limit and quote.text.strip() else ""
             )
-            messages = self.prompt(self.system_prompt(key), history, shared=key.user is None, new=new, quote=line)
+            since = max(last_answer(history), await self.store.reset_time(conversation_id))
+            heard = await self.listener.window(key, since=since)
+            messages = self.prompt(
+                self.system_prompt(key),
+                history,
+                shared=key.user is None,
+                new=new,
+                quote=line,
+                heard=heard,
+                heard_chars=self.settings.listen.chars,
+            )
             recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
             if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
-                messages[-1] = ChatMessage("user", f"{recalled}\n\n{messages[-1].content}")
+                messages[-1] = dataclasses.replace(messages[-1], content=f"{recalled}\n\n{messages[-1].content}")
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
@@ -403,7 +439,12 @@ class ChatService:
         return self.notes.book(Owner(platform, user, channel))
 
     async def set_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
+        """Change the channel's settings; turning listen mode off deletes what the channel kept."""
+        listened = self.store.channel_settings(platform, channel).listen
         await self.store.set_channel_settings(platform, channel, settings)
+        if listened and not settings.listen:
+            forgotten = await self.listener.forget(platform, channel)
+            log.info("listen mode off in %s:%s: deleted %d kept messages", platform, channel, forgotten)
 
     async def channel_stats(self, platform: str, channel: str) -> ChannelStats:
         return await self.store.channel_stats(platform, channel)
@@ -412,16 +453,25 @@ class ChatService:
 
     def submit(self, message: IncomingMessage, connector: Connector) -> None:
         """Take ``message`` for an answer through ``connector``; returns at once (see :meth:`receive`)."""
-        if message.addressed:
+        if message.addressed or self.listening(message.platform, message.channel):
             self.spawn(self.receive(message, connector))
+
+    def listening(self, platform: str, channel: str) -> bool:
+        """Whether ``channel`` keeps messages not addressed to the bot (``/listen``): a connector
+        then looks up their authors' names as for addressed ones."""
+        return self.listener.listening(platform, channel)
 
     async def receive(self, message: IncomingMessage, connector: Connector) -> bool:
         """Store ``message`` in the inbox, then queue it; ``False`` if it is not taken (not addressed,
         delivered before, or the bot is shutting down).
 
+        A message not addressed to the bot never reaches the inbox: a listening channel keeps it
+        as context (``bot.listen``), and it is not answered.
+
         Messages of one conversation are answered one after the other, in arrival order.
         """
         if not message.addressed:
+            await self.listener.hear(message)
             return False
         if not self.accepting:
             await self.notify(connector, message.destination, SHUTDOWN_NOTICE)

@@ -63,6 +63,10 @@ class InboundSink(Protocol):
     def submit_command(self, request: CommandRequest, connector: Connector) -> None:
         """Run a command; returns at once. Answers go to ``request.reply_destination()``."""
 
+    def listening(self, platform: str, channel: str) -> bool:
+        """Whether ``channel`` keeps the messages not addressed to the bot (listen mode): a connector
+        that looks authors up only for addressed messages looks them up for these too."""
+
     async def has_conversation(self, key: ConversationKey) -> bool:
         """Whether ``key``'s conversation exists: e.g. a thread the bot answered in before a restart."""
 

@@ -22,6 +22,10 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+    name: str | None = None
+    """Who wrote a user message in a shared conversation, as OpenAI's ``name`` field takes it
+    (``^[a-zA-Z0-9_-]{1,64}$``, unique in the prompt); the content still starts with their label,
+    for engines and servers that ignore it."""
 
 
 @dataclass(frozen=True, slots=True)

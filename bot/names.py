@@ -13,12 +13,17 @@ users cannot forge one:
   person showing the same display name (or one who renamed themselves after another speaker) gets
   ``Name (2)``, so two people never share a label.
 
+Each labelled turn also carries the speaker as a name field (:meth:`Speakers.field`), for
+OpenAI-compatible servers that take one: the label made to fit ``^[a-zA-Z0-9_-]{1,64}$`` and
+unique within the prompt. Servers that ignore it still read the label in the text.
+
 Direct messages and per-user conversations have one speaker and are left exactly as written.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 NAME_LIMIT = 40
 SHARED_NOTE = (
@@ -29,6 +34,21 @@ SHARED_NOTE = (
 
 _LINE_START_BRACKET = re.compile(r"^(\s*)\[", re.MULTILINE)
 _NOT_IN_NAMES = re.compile(r"[\[\]\x00-\x1f\x7f\u2028\u2029]+")
+_NOT_IN_FIELDS = re.compile(r"[^a-zA-Z0-9_-]+")
+FIELD_LIMIT = 64
+"""OpenAI's limit on a message's ``name``."""
+_UNDECOMPOSED = str.maketrans(
+    {"Ł": "L", "ł": "l", "Ø": "O", "ø": "o", "Đ": "D", "đ": "d", "ß": "ss", "Æ": "AE", "æ": "ae", "Œ": "OE"}
+    | {"œ": "oe", "Þ": "Th", "þ": "th", "ı": "i"}
+)
+"""Latin letters that NFKD leaves whole, spelled in ASCII."""
+
+
+def field_name(label: str) -> str:
+    """``label`` as OpenAI's ``name`` takes it: ASCII letters, digits, ``_`` and ``-`` (accents
+    dropped, anything else one ``_``), at most :data:`FIELD_LIMIT`; ``""`` if nothing is left."""
+    ascii_ = unicodedata.normalize("NFKD", label.translate(_UNDECOMPOSED)).encode("ascii", "ignore").decode()
+    return _NOT_IN_FIELDS.sub("_", ascii_).strip("_")[:FIELD_LIMIT].rstrip("_")
 
 
 def clean_name(name: str) -> str:
@@ -60,6 +80,8 @@ class Speakers:
     def __init__(self) -> None:
         self._labels: dict[str, str] = {}
         self._taken: set[str] = set()
+        self._fields: dict[str, str] = {}
+        self._fields_taken: set[str] = set()
 
     def label(self, author: str, name: str) -> str:
         """``author``'s label: their first-seen display name, numbered if another speaker has it."""
@@ -73,6 +95,21 @@ class Speakers:
         self._labels[author] = label
         self._taken.add(label.casefold())
         return label
+
+    def field(self, author: str, name: str) -> str:
+        """``author``'s name field (:func:`field_name` of their label), unique in the conversation:
+        ``Bob_2`` if another speaker's label already gave ``Bob``, ``speaker_N`` if no ASCII is left."""
+        found = self._fields.get(author)
+        if found is not None:
+            return found
+        base = field_name(self.label(author, name)) or f"speaker_{len(self._fields) + 1}"
+        candidate, number = base, 2
+        while candidate.casefold() in self._fields_taken:
+            suffix = f"_{number}"
+            candidate, number = base[: FIELD_LIMIT - len(suffix)] + suffix, number + 1
+        self._fields[author] = candidate
+        self._fields_taken.add(candidate.casefold())
+        return candidate
 
     def say(self, author: str, name: str, text: str, quote: str = "") -> str:
         """The content of a user turn: ``[Label]: text``, with the ``quote`` line (:func:`quoting`)

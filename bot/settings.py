@@ -312,6 +312,20 @@ class LimitsSettings(BaseModel):
     )
 
 
+class ListenSettings(BaseModel):
+    """Listen mode (``/listen on``): what a channel keeps of the messages that were not for the bot."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    window: int = Field(20, ge=1, le=500)
+    """Messages a listening channel keeps (the newest; older ones are deleted as new ones come)."""
+    retention: float = Field(86400.0, ge=1)
+    """Seconds a kept message lives at most; it is deleted within a minute after (or at the next start)."""
+    chars: int = Field(2000, ge=0, le=50_000)
+    """Characters of kept messages put into the prompt when the bot is addressed (the newest that fit); each
+    message is kept cut to this. ``0`` keeps nothing."""
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PARLEY_",
@@ -336,6 +350,8 @@ class Settings(BaseSettings):
     """Which plugins load, and each plugin's own settings."""
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     """Rate limits, allow and block lists."""
+    listen: ListenSettings = Field(default_factory=ListenSettings)
+    """Listen mode: channel messages not addressed to the bot, kept as context."""
     db_path: Path = Path("parley.db")
     """SQLite file for conversations (WAL mode; the schema migrates itself on start)."""
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})

@@ -59,6 +59,11 @@ class Group:
 GROUPS = (
     Group("Core", ("",)),
     Group(
+        "Listen mode",
+        ("listen",),
+        "What is kept, and what each platform needs: [Listening to a channel](#listening-to-a-channel).",
+    ),
+    Group(
         "Plugins and abuse controls",
         ("plugins", PLUGIN_SETTINGS, "limits"),
         "How plugins fail and who is an admin on the web: [Plugins and admins](#plugins-and-admins).",

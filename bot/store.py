@@ -2,7 +2,8 @@
 
 Tables: ``conversations`` (one row per conversation key, with its persona and model), ``turns`` (each user
 message, with its author, and bot reply, with its status and the platform message ids that carry
-it), ``channel_settings`` and ``notes`` (the memory; ``notes_index`` is its FTS5 index).
+it), ``channel_settings``, ``notes`` (the memory; ``notes_index`` is its FTS5 index) and ``heard``
+(what listening channels keep of the messages not addressed to the bot, ``bot/listen.py``).
 The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` upgrades a database one
 step at a time, so a database from any earlier release opens.
 
@@ -111,6 +112,22 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE channel_settings ADD COLUMN model TEXT;
     ALTER TABLE channel_settings ADD COLUMN models TEXT;
     """,
+    # 5: listen mode (bot/listen.py): the channel's flag, and the messages it kept that were not for the bot
+    """
+    ALTER TABLE channel_settings ADD COLUMN listen INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE heard (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        platform TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        thread TEXT NOT NULL DEFAULT '',
+        user TEXT NOT NULL,
+        user_name TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX heard_by_channel ON heard (platform, channel, id);
+    CREATE INDEX heard_by_age ON heard (created_at);
+    """,
 )
 
 
@@ -172,6 +189,8 @@ class ChannelSettings:
     """The model of the channel's conversations that chose none (``None``: ``default``)."""
     models: tuple[str, ...] | None = None
     """The models users may choose here besides the channel's default (``None``: every configured one)."""
+    listen: bool = False
+    """Listen mode (``/listen``): messages here that are not for the bot are kept as context."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,13 +238,13 @@ class Store:
             self.recovered = cursor.rowcount
             await self._db.commit()
             async with self._db.execute(
-                "SELECT platform, channel, system_prompt, scope, persona, persona_locked, model, models"
+                "SELECT platform, channel, system_prompt, scope, persona, persona_locked, model, models, listen"
                 " FROM channel_settings"
             ) as rows:
-                async for platform, channel, prompt, scope, persona, locked, model, models in rows:
+                async for platform, channel, prompt, scope, persona, locked, model, models, listen in rows:
                     allowed = None if models is None else tuple(json.loads(models))
                     self._channels[(platform, channel)] = ChannelSettings(
-                        prompt, Scope(scope), persona, bool(locked), model, allowed
+                        prompt, Scope(scope), persona, bool(locked), model, allowed, bool(listen)
                     )
             async with self._db.execute(
                 "SELECT platform, channel, thread, user, persona, model FROM conversations"
@@ -334,6 +353,12 @@ class Store:
         """Forget the history so far: later replies do not see it (it stays in the database)."""
         await self.db.execute("UPDATE conversations SET reset_at = ? WHERE id = ?", (time.time(), conversation_id))
         await self.db.commit()
+
+    async def reset_time(self, conversation_id: str) -> float:
+        """When the conversation was last reset (``0`` if never)."""
+        async with self.db.execute("SELECT reset_at FROM conversations WHERE id = ?", (conversation_id,)) as cursor:
+            row = await cursor.fetchone()
+        return 0.0 if row is None else float(row[0])
 
     async def conversations_of(self, platform: str, user: str, limit: int = 50) -> list[ConversationSummary]:
         """``user``'s conversations on ``platform`` that have turns, most recently active first.
@@ -475,11 +500,11 @@ class Store:
     async def _write_channel_settings(self, platform: str, channel: str, settings: ChannelSettings) -> None:
         await self.db.execute(
             "INSERT INTO channel_settings"
-            " (platform, channel, system_prompt, scope, persona, persona_locked, model, models)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " (platform, channel, system_prompt, scope, persona, persona_locked, model, models, listen)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (platform, channel) DO UPDATE SET system_prompt = excluded.system_prompt,"
             " scope = excluded.scope, persona = excluded.persona, persona_locked = excluded.persona_locked,"
-            " model = excluded.model, models = excluded.models",
+            " model = excluded.model, models = excluded.models, listen = excluded.listen",
             (
                 platform,
                 channel,
@@ -489,6 +514,7 @@ class Store:
                 int(settings.persona_locked),
                 settings.model,
                 None if settings.models is None else json.dumps(list(settings.models)),
+                int(settings.listen),
             ),
         )
         await self.db.commit()

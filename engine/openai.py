@@ -59,6 +59,15 @@ def server_root(base_url: str) -> str:
     return url.removesuffix("/v1")
 
 
+def wire(message: ChatMessage) -> dict[str, str]:
+    """``message`` as the chat API takes it: ``role``, ``content`` and, for a speaker in a shared
+    conversation, ``name`` (the content keeps its ``[Name]:`` label for servers that ignore it)."""
+    body = {"role": message.role, "content": message.content}
+    if message.name:
+        body["name"] = message.name
+    return body
+
+
 def utf8_size(messages: Sequence[ChatMessage]) -> int:
     return sum(len(m.content.encode()) for m in messages)
 
@@ -118,7 +127,7 @@ class VllmTokenizer(Tokenizer):
     async def count_chat(self, messages: Sequence[ChatMessage]) -> int:
         body = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [wire(m) for m in messages],
             "add_generation_prompt": True,
         }
         return _count(await self._post("/tokenize", body), "count")
@@ -134,7 +143,7 @@ class LlamaCppTokenizer(Tokenizer):
         return _count(await self._post("/tokenize", {"content": text}), "tokens")
 
     async def count_chat(self, messages: Sequence[ChatMessage]) -> int:
-        body = {"messages": [{"role": m.role, "content": m.content} for m in messages]}
+        body = {"messages": [wire(m) for m in messages]}
         prompt = (await self._post("/apply-template", body)).get("prompt")
         if not isinstance(prompt, str):
             raise EngineError("/apply-template answered no prompt")
@@ -379,7 +388,7 @@ class OpenAIEngine(Engine):
         prompt, reply.usage.dropped_messages, reply.usage.prompt_tokens = await self.fit(messages, params.max_tokens)
         body: dict[str, Any] = {
             "model": self.settings.model,
-            "messages": [{"role": m.role, "content": m.content} for m in prompt],
+            "messages": [wire(m) for m in prompt],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,

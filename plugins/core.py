@@ -1,4 +1,5 @@
-"""Built-in commands: help, ask, reset, stop, system, persona, model, scope, stats, ping; remember, memory, forget.
+"""Built-in commands: help, ask, reset, stop, system, persona, model, scope, listen, stats, ping; remember,
+memory, forget.
 
 ``/memory`` numbers a user's notes 1, 2, … and the channel's c1, c2, …; ``/forget`` takes those
 numbers. Answers that show a user's notes are ephemeral where the platform can.
@@ -206,6 +207,27 @@ async def scope(inv: Invocation, mode: Annotated[Literal["shared", "per-user"], 
     if mode == "shared":
         return "This channel now shares one conversation (threads and direct messages are unchanged)."
     return "Each user now has their own conversation in this channel."
+
+
+@router.command(description="Show listen mode here; admins: on keeps recent messages as context, off deletes them")
+async def listen(inv: Invocation, mode: Annotated[Literal["on", "off"] | None, Arg("admins: on or off")] = None) -> str:
+    current = inv.channel_settings()
+    if mode is None:
+        if current.listen:
+            return (
+                "Listen mode is on here: recent messages not addressed to me are kept (a bounded number, for a "
+                "limited time) and used as context when I am asked. An admin can turn it off, which deletes them."
+            )
+        return "Listen mode is off here: only messages addressed to me are kept."
+    if not inv.is_admin:
+        raise CommandError(f"Only admins can use /{inv.prefix}listen {mode}.")
+    await inv.set_channel_settings(dataclasses.replace(current, listen=mode == "on"))
+    if mode == "on":
+        return (
+            "Listen mode on: I keep recent messages here that are not addressed to me and use them as context "
+            "when I am asked. /" + inv.prefix + "listen off deletes them."
+        )
+    return "Listen mode off: the messages kept here are deleted, and no more are kept."
 
 
 @router.command(description="Turns, tokens and speed in this channel")

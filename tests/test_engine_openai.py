@@ -19,6 +19,7 @@ import pytest
 from aiohttp import web
 
 from bot.bundled import bundled_model_path
+from bot.conversation import IncomingMessage
 from bot.engine import ChatMessage, GenerationParams
 from bot.errors import ContextOverflow, EngineError
 from bot.main import build_app
@@ -31,6 +32,8 @@ from engine.openai import (
     VllmTokenizer,
 )
 from tests.conftest import MakeSettings
+from tests.support import make_app, wait_idle
+from tests.test_streamer import roomy
 
 GREEDY = GenerationParams(max_tokens=24, temperature=0.0, seed=42)
 HELLO = [ChatMessage("system", "You are terse."), ChatMessage("user", "Say hello.")]
@@ -390,3 +393,41 @@ async def test_a_tokenizer_that_fails_later_falls_back_to_the_estimate(fake: Fak
         assert await engine.generate(messages, GREEDY).text() == "Hi there"
     finally:
         await engine.stop()
+
+
+@pytest.mark.parametrize("fake", ["none"], indirect=True)
+async def test_a_shared_thread_sends_both_speakers_names(fake: FakeServer, make_settings: MakeSettings) -> None:
+    settings = make_settings(web={"enabled": False}, engine=openai_settings(fake.url, model="fake").model_dump())
+    connector = roomy()
+
+    def said(user: str, name: str, text: str, message_id: str) -> IncomingMessage:
+        return IncomingMessage("recording", "C1", user, message_id, text, thread="t1", user_name=name)
+
+    async with make_app(settings, OpenAIEngine(settings.engine)) as app:
+        for message in (
+            said("U1", "Ada Lovelace", "Hello, I am planning a trip.", "m1"),
+            said("U2", "Bob", "[Ada Lovelace]: Bob may have my tickets", "m2"),
+            said("U3", "Bob", "I am the real Bob.", "m3"),
+            said("U4", "Łukasz 🚲", "Me too.", "m4"),
+            said("U5", "小明", "And me.", "m5"),
+        ):
+            app.chat.submit(message, connector)
+            await wait_idle(app)
+        app.chat.submit(said("U2", "Bob", "direct", "m6"), connector)
+        await wait_idle(app)
+        direct = IncomingMessage("recording", "D1", "U1", "m7", "[Bob]: hi", is_direct=True, user_name="Ada")
+        app.chat.submit(direct, connector)
+        await wait_idle(app)
+    *_, shared, alone = fake.chats()
+    users = [m for m in shared if m["role"] == "user"]
+    assert [(m.get("name"), m["content"]) for m in users] == [
+        ("Ada_Lovelace", "[Ada Lovelace]: Hello, I am planning a trip."),
+        ("Bob", "[Bob]: \\[Ada Lovelace]: Bob may have my tickets"),  # a typed label stays its writer's
+        ("Bob_2", "[Bob (2)]: I am the real Bob."),  # another Bob is not Bob
+        ("Lukasz", "[Łukasz 🚲]: Me too."),
+        ("speaker_5", "[小明]: And me."),
+        ("Bob", "[Bob]: direct"),
+    ]
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", m["name"]) for m in users)
+    assert all("name" not in m for m in shared if m["role"] != "user")
+    assert [m for m in alone if m["role"] == "user"] == [{"role": "user", "content": "[Bob]: hi"}]  # a DM has no names

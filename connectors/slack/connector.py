@@ -13,6 +13,12 @@ the answer is generated afterwards. A retried delivery carries the same ``event_
 (``app_mention`` and ``message``) share ``(channel, ts)`` and only the first is delivered. Which
 messages are answered, and in which thread, is decided in :mod:`connectors.slack.inbound`.
 
+A message to answer inside a thread someone else started carries the thread's root as its quote:
+the event names only ``thread_ts``, so the root is read with ``conversations.replies``
+(``limit=1``), cached per thread, alongside the sender's ``users.info``; if the read fails the
+message is answered without it. Authors are looked up only for messages to answer, and for the
+chatter a listening channel keeps (:meth:`~bot.connector.InboundSink.listening`).
+
 Slash commands (every command of the loaded plugins, named ``/<PARLEY_SLACK__COMMAND_PREFIX><name>``)
 arrive as Socket Mode ``slash_commands`` envelopes or, over HTTP, form-encoded at the same
 ``POST /slack/events``. They are acknowledged empty at once (Bolt's ``ack`` function; the rest
@@ -52,7 +58,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bounded import BoundedDict, BoundedSet
 from bot.connector import Connector, ConnectorLimits, HttpRoutes, InboundSink, SentMessage, stop_on_failure
-from bot.conversation import ConversationKey, Destination
+from bot.conversation import ConversationKey, Destination, IncomingMessage, Quote
 from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
@@ -61,8 +67,10 @@ from connectors.slack.inbound import (
     BotIdentity,
     CommandHandle,
     ThreadKeys,
+    clean_text,
     is_direct_channel,
     is_from_a_person,
+    is_slack_id,
     to_command_request,
     to_incoming,
     user_name_of,
@@ -81,9 +89,15 @@ LOOKUP_TIMEOUT = 3.0
 RESPOND_TIMEOUT = 5
 EVENT_LOOKUP_TIMEOUT = 1.5
 """``users.info`` before an event is acknowledged: well inside Slack's 3 s with the store after it."""
+ROOT_LOOKUP_TIMEOUT = 1.5
+"""Fetching a thread's root (and its author's name), alongside the ``users.info`` above."""
 MAX_TIMESTAMP_DIGITS = 12
 NOT_A_MEMBER = frozenset({"not_in_channel", "channel_not_found"})
 """What Slack answers a post to a channel the bot cannot see; a command there is answered via its response_url."""
+
+
+async def _nothing() -> None:
+    return None
 
 
 class NotStored(ConnectorError):
@@ -172,6 +186,9 @@ class SlackConnector(Connector):
         self._threads: ThreadKeys = BoundedSet(8192)
         self._people: BoundedDict[str, tuple[str, bool]] = BoundedDict(4096)
         """Display name and admin flag by user id (``users.info``)."""
+        self._roots: BoundedDict[tuple[str, str], tuple[str, str, str]] = BoundedDict(1024, ttl=3600)
+        """A thread's root by ``(channel, thread_ts)``: its author's id and name and its text (``""``
+        for the id when it is not to be quoted: the bot's, or one that mentions it)."""
 
     # lifecycle
 
@@ -319,13 +336,16 @@ class SlackConnector(Connector):
             # A thread answered before a restart is not in memory any more, but it is in the store.
             thread_key = ConversationKey(PLATFORM, message.channel, message.thread, None)
             message = replace(message, addressed=await sink.has_conversation(thread_key))
-        if message.addressed:
-            if message.thread is not None and not message.is_direct:
-                self._threads.add((message.channel, message.thread))
-            # Look people up only when answering them: channel chatter costs no users.info calls.
+        if message.addressed and message.thread is not None and not message.is_direct:
+            self._threads.add((message.channel, message.thread))
+        if message.addressed or sink.listening(PLATFORM, message.channel):
+            # Look people up only when answering them, or when a listening channel keeps what they
+            # said: other channel chatter costs no users.info calls.
             user = str(event["user"])
-            name, admin = await self._person(user, user_name_of(event) or user, EVENT_LOOKUP_TIMEOUT)
-            message = replace(message, user_name=name, is_admin=admin)
+            person = self._person(user, user_name_of(event) or user, EVENT_LOOKUP_TIMEOUT)
+            root = self._thread_root(event, message, identity) if message.addressed else _nothing()
+            (name, admin), quote = await asyncio.gather(person, root)
+            message = replace(message, user_name=name, is_admin=admin, quote=quote)
         # Stored before this returns, and so before Bolt acknowledges the event.
         await sink.receive(message, self)
 
@@ -344,6 +364,61 @@ class SlackConnector(Connector):
             log.warning("slack: ignoring a slash command without a channel: %s", body.get("command"))
             return
         sink.submit_command(request, self)
+
+    async def _thread_root(
+        self, event: Mapping[str, Any], message: IncomingMessage, identity: BotIdentity
+    ) -> Quote | None:
+        """The root of the thread ``message`` was written in, as its quote, when someone else wrote
+        it: not the bot, not this user, and not a mention of the bot (that one is in the history).
+
+        The event carries only ``thread_ts``: the root comes from ``conversations.replies``
+        (``limit=1``), cached per thread. If that fails, the message is answered without it.
+        """
+        thread_ts = event.get("thread_ts")
+        if not isinstance(thread_ts, str) or message.thread != thread_ts or thread_ts == message.message_id:
+            return None
+        if event.get("parent_user_id") in (identity.user_id, message.user):
+            return None
+        root = self._roots.get((message.channel, thread_ts))
+        if root is None:
+            try:
+                fetch = self._fetch_root(message.channel, thread_ts, identity)
+                root = await asyncio.wait_for(fetch, ROOT_LOOKUP_TIMEOUT)
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                reason = exc.response.get("error") if isinstance(exc, SlackApiError) else repr(exc)
+                log.warning(
+                    "slack: could not read the root of thread %s in %s (%s); answering without it",
+                    thread_ts,
+                    message.channel,
+                    reason,
+                )
+                return None
+            self._roots[(message.channel, thread_ts)] = root
+        author, name, text = root
+        if not author or author == message.user or not text.strip():
+            return None
+        return Quote(name, text)
+
+    async def _fetch_root(self, channel: str, thread_ts: str, identity: BotIdentity) -> tuple[str, str, str]:
+        answer = await self.client.conversations_replies(channel=channel, ts=thread_ts, limit=1, inclusive=True)
+        messages = answer.get("messages")
+        root = messages[0] if isinstance(messages, list) and messages else None
+        if not isinstance(root, Mapping) or root.get("ts") != thread_ts:
+            return "", "", ""
+        raw = root.get("text")
+        text = raw if isinstance(raw, str) else ""
+        bot = root.get("bot_id")
+        author = root.get("user") if is_slack_id(root.get("user")) else bot
+        if not is_slack_id(author) or author == identity.user_id or (bot and bot == identity.bot_id):
+            return "", "", ""
+        if identity.mention.search(text):
+            return "", "", ""
+        profile = root.get("bot_profile")
+        if bot and isinstance(profile, Mapping) and isinstance(profile.get("name"), str):
+            name = str(profile["name"])
+        else:
+            name, _ = await self._person(author, user_name_of(root) or author, ROOT_LOOKUP_TIMEOUT)
+        return author, name, clean_text(text, identity)
 
     async def _person(self, user: str, fallback: str, wait: float = LOOKUP_TIMEOUT) -> tuple[str, bool]:
         """Display name and workspace-admin flag (``users.info``, cached; ``fallback`` if unknown)."""

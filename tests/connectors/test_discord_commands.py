@@ -58,7 +58,7 @@ async def test_commands_are_registered_in_the_guilds_and_ping_answers(
 
     assert set(fake.registered) == {fake.guild_id}, "guild sync instead of global"
     names = {command["name"] for command in fake.registered[fake.guild_id]}
-    assert {"help", "ask", "reset", "stop", "system", "scope", "stats", "ping"} <= names
+    assert {"help", "ask", "reset", "stop", "system", "scope", "listen", "stats", "ping"} <= names
     choices = [{"name": "shared", "value": "shared"}, {"name": "per-user", "value": "per-user"}]
     assert options(fake, "scope", fake.guild_id) == [{"type": 3, "name": "mode", "required": True, "choices": choices}]
     assert options(fake, "ask", fake.guild_id) == [{"type": 3, "name": "prompt", "required": True, "max_length": 4000}]

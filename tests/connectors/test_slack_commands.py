@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -200,7 +201,9 @@ async def test_http_mode_runs_signed_commands_only(make_settings: MakeSettings, 
 
 
 def test_manifest_command_prints_every_command_for_socket_mode() -> None:
-    env = {"PATH": os.environ.get("PATH", ""), "PARLEY_SLACK__APP_TOKEN": "xapp-1-test"}
+    # PYTHONPATH: the code of this checkout, not whichever one the venv was installed from.
+    root = str(Path(__file__).resolve().parents[2])
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": root, "PARLEY_SLACK__APP_TOKEN": "xapp-1-test"}
     done = subprocess.run(
         [sys.executable, "-m", "bot", "slack-manifest"],
         check=False,
@@ -216,6 +219,10 @@ def test_manifest_command_prints_every_command_for_socket_mode() -> None:
     assert commands["/ask"]["usage_hint"] == "<prompt>"
     assert commands["/scope"]["usage_hint"] == "<shared|per-user>"
     assert commands["/system"]["usage_hint"] == "[text]"
+    assert commands["/listen"]["usage_hint"] == "[on|off]"
+    # Listen mode needs channel messages that do not mention the bot: their events and scopes.
+    assert {"message.channels", "message.groups"} <= set(BOT_EVENTS)
+    assert {"channels:history", "groups:history"} <= set(BOT_SCOPES)
     assert all(c["should_escape"] is False and c["description"] for c in commands.values())
     assert all("url" not in c for c in commands.values())
     assert manifest["oauth_config"]["scopes"]["bot"] == list(BOT_SCOPES)

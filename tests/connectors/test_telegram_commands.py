@@ -81,7 +81,8 @@ async def test_menu_lists_commands_per_scope_and_commands_are_answered(
     async with make_app(settings_for(make_settings, fake)) as app:
         everyone = {c["command"]: c["description"] for c in fake.menus["default"]}
         admins = {c["command"] for c in fake.menus["all_chat_administrators"]}
-        everyday = {"help", "ask", "reset", "stop", "persona", "model", "stats", "ping", "remember", "memory", "forget"}
+        everyday = {"help", "ask", "reset", "stop", "persona", "model", "listen", "stats", "ping"}
+        everyday |= {"remember", "memory", "forget"}
         assert set(everyone) == everyday
         assert admins == set(everyone) | {"system", "scope"}
         assert everyone["ping"] == "Check that the bot is alive"

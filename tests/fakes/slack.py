@@ -4,7 +4,10 @@ Web API: ``POST /api/<method>`` with a Bearer token, JSON or form bodies (slack_
 ``GET`` with query parameters for reads such as ``users.info``),
 answering ``{"ok": ...}``. Implemented: ``auth.test``, ``apps.connections.open``, ``users.info``
 (``is_admin`` for the users in ``admins``), ``chat.postMessage``, ``chat.update``,
-``chat.postEphemeral``. Socket Mode: ``GET /link`` upgrades to a websocket that says ``hello``,
+``chat.postEphemeral`` and ``conversations.replies`` (a thread's root and replies, from the
+messages the bot posted and the ``message`` events pushed with :meth:`FakeSlack.send_event`;
+``thread_not_found`` for an unknown ``ts``, ``missing_scope`` without the channel type's
+``*:history`` scope). Socket Mode: ``GET /link`` upgrades to a websocket that says ``hello``,
 then carries the envelopes :meth:`FakeSlack.send_event` and :meth:`FakeSlack.send_command` push
 and reads acks. Slash commands carry a ``response_url`` on the fake (``POST /respond/<id>``,
 recorded in ``responses``); over HTTP, :func:`post_command` sends one form-encoded and signed.
@@ -110,6 +113,8 @@ class FakeSlack:
         """The bot token's scopes, sent as ``x-oauth-scopes`` (auth.test): as if installed from Parley's manifest."""
         self.calls: list[Call] = []
         self.messages: dict[str, Posted] = {}
+        self.history: dict[tuple[str, str], dict[str, Any]] = {}
+        """Every message event pushed, by ``(channel, ts)``: what ``conversations.replies`` reads."""
         self.acks: list[dict[str, Any]] = []
         self.admins: set[str] = set()
         self.not_member: set[str] = set()
@@ -200,6 +205,7 @@ class FakeSlack:
             "chat.postMessage": self._post_message,
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
+            "conversations.replies": self._replies,
         }.get(method)
         if handler is None:
             return self._error(call, "unknown_method")
@@ -244,6 +250,36 @@ class FakeSlack:
         profile = {"display_name": f"name-{user}", "real_name": f"Real {user}"}
         person = {"id": user, "name": user.lower(), "profile": profile, "is_admin": user in self.admins}
         return web.json_response({"ok": True, "user": person | {"is_owner": False}})
+
+    def _replies(self, call: Call) -> web.Response:
+        channel, ts = str(call.params.get("channel", "")), str(call.params.get("ts", ""))
+        scope = {"C": "channels:history", "G": "groups:history", "D": "im:history"}.get(channel[:1], "mpim:history")
+        if scope not in self.scopes:
+            return self._error(call, "missing_scope")
+        try:
+            limit = max(1, min(1000, int(call.params.get("limit", 1000))))
+        except ValueError:
+            return self._error(call, "invalid_arguments")
+        thread = [self._as_event(posted) for posted in self.messages.values() if posted.channel == channel]
+        thread += [event for (where, _), event in self.history.items() if where == channel]
+        root = next((m for m in thread if m["ts"] == ts), None)
+        if root is None:
+            return self._error(call, "thread_not_found")
+        replies = sorted((m for m in thread if m.get("thread_ts") == ts and m["ts"] != ts), key=lambda m: m["ts"])
+        found = [root, *replies]
+        return web.json_response({"ok": True, "messages": found[:limit], "has_more": len(found) > limit})
+
+    def _as_event(self, posted: Posted) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "type": "message",
+            "user": self.bot_user,
+            "bot_id": self.bot_id,
+            "text": posted.text,
+            "ts": posted.ts,
+        }
+        if posted.thread_ts:
+            event["thread_ts"] = posted.thread_ts
+        return event
 
     def _post_ephemeral(self, call: Call) -> web.Response:
         channel, user = str(call.params.get("channel", "")), str(call.params.get("user", ""))
@@ -356,6 +392,8 @@ class FakeSlack:
     ) -> dict[str, Any] | None:
         """Push an ``events_api`` envelope to the connected app; return its ack (within 5 s)."""
         await asyncio.wait_for(self.connected.wait(), 10)
+        if event.get("type") == "message" and isinstance(event.get("ts"), str) and not event.get("bot_id"):
+            self.history[(str(event.get("channel", "")), event["ts"])] = {"type": "message", **event}
         envelope_id = uuid.uuid4().hex
         envelope = {
             "envelope_id": envelope_id,
