@@ -6,6 +6,11 @@ Closing the reply (leaving ``async with``, or cancelling the task that iterates 
 generation within a token or two and frees the slot. An engine trims the oldest history so that
 the prompt fits its context window with room for ``max_tokens``, keeping the system prompt, and
 raises :class:`~bot.errors.ContextOverflow` when even the newest message alone cannot fit.
+
+An engine that makes replies wait for a place tells each waiting reply where it stands with
+:meth:`Reply.report_queue`: a :class:`QueueStatus` whenever its position changes, then ``None``
+once it has its place. The core shows that to the user (:mod:`bot.waiting`); an engine that never
+queues reports nothing.
 """
 
 from __future__ import annotations
@@ -48,18 +53,32 @@ class Usage:
     """Wall time from the first prompt token read to the last token generated."""
 
 
+@dataclass(frozen=True, slots=True)
+class QueueStatus:
+    """Where a reply stands while it waits for the engine."""
+
+    position: int
+    """1 for the next reply to start, 2 for the one after it, and so on; it only goes down."""
+    eta_seconds: float | None = None
+    """Seconds until it is expected to start, from measured reply times; ``None`` while there is no data."""
+
+
 @dataclass(slots=True)
 class Reply:
     """One generation in progress: an async iterator of text deltas plus its usage.
 
     ``cancel()`` may be called from any task: the stream then ends early (no exception) with
     ``usage.finish_reason == "cancelled"``. Engines register what stops them in ``on_cancel``.
+    ``queue`` is where it waits for a place (``None`` when not waiting); ``on_queue`` hooks hear of
+    each change (on the event loop).
     """
 
     _body: Callable[[Reply], AsyncIterator[str]]
     usage: Usage = field(default_factory=Usage)
     cancelled: bool = False
     on_cancel: list[Callable[[], None]] = field(default_factory=list)
+    queue: QueueStatus | None = None
+    on_queue: list[Callable[[QueueStatus | None], None]] = field(default_factory=list)
     _iterator: AsyncIterator[str] | None = None
 
     def __aiter__(self) -> AsyncIterator[str]:
@@ -71,6 +90,12 @@ class Reply:
         self.cancelled = True
         for hook in self.on_cancel:
             hook()
+
+    def report_queue(self, status: QueueStatus | None) -> None:
+        """For engines: the reply's new place in line, or ``None`` once it has a place."""
+        self.queue = status
+        for hook in list(self.on_queue):
+            hook(status)
 
     async def text(self) -> str:
         """Consume the whole reply."""
