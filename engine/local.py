@@ -4,7 +4,8 @@ The model is loaded once and one context holds ``parallel`` sequences of ``n_ctx
 :class:`~engine.scheduler.Scheduler` drives it from one worker thread (continuous batching, prompt
 chunks, per-conversation KV kept and saved; see there). This module is the asyncio side: it fits
 the history to the context, hands the request over, waits for a place (at most ``queue_timeout``)
-and relays the text deltas that the worker posts through ``loop.call_soon_threadsafe``.
+and relays the text deltas that the worker posts through ``loop.call_soon_threadsafe``, and the
+reply's place in the queue while it waits (``Reply.report_queue``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot.engine import ChatMessage, Engine, GenerationParams, Reply
+from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Reply
 from bot.errors import ContextOverflow, EngineBusy, EngineError
 from bot.settings import EngineSettings
 from engine.kvcache import KVCache
@@ -219,21 +220,32 @@ class LocalEngine(Engine):
         reply.on_cancel.append(lambda: scheduler.cancel(request))
         scheduler.submit(request)
         submitted = time.monotonic()
+        deadline = loop.time() + self.settings.queue_timeout
+        waiting = True
         try:
-            try:
-                item = await asyncio.wait_for(queue.get(), self.settings.queue_timeout)
-            except TimeoutError:
-                if scheduler.withdraw(request):
-                    raise EngineBusy(f"no engine place free within {self.settings.queue_timeout:g}s") from None
-                item = await queue.get()
-            while item is not DONE:
+            while True:
+                if waiting:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            item = await queue.get()
+                    except TimeoutError:
+                        if scheduler.withdraw(request):
+                            raise EngineBusy(f"no engine place free within {self.settings.queue_timeout:g}s") from None
+                        item = await queue.get()
+                else:
+                    item = await queue.get()
+                if item is DONE:
+                    break
                 if isinstance(item, BaseException):
                     raise item
-                if item is STARTED:
+                if isinstance(item, QueueStatus):
+                    reply.report_queue(item)
+                elif item is STARTED:
+                    waiting = False
                     count, seconds = self._waits
                     self._waits = (count + 1, seconds + time.monotonic() - submitted)
+                    reply.report_queue(None)
                 else:
                     yield item  # type: ignore[misc]
-                item = await queue.get()
         finally:
             scheduler.cancel(request)  # a no-op once it is done

@@ -13,7 +13,10 @@ discarded and the prompt read again.
 
 Requests and results cross threads in two ways only: ``submit``/``cancel``/``forget``/``withdraw``
 take a lock and wake the worker, and each request's ``emit`` (``loop.call_soon_threadsafe``)
-carries :data:`STARTED`, text deltas, then :data:`DONE` or an exception to its consumer.
+carries :data:`STARTED`, text deltas, then :data:`DONE` or an exception to its consumer. While a
+request waits, ``emit`` also carries a :class:`~bot.engine.QueueStatus` each time its position
+changes, with an estimate from the time recent replies held their place
+(:class:`~bot.waiting.ReplyTimes`).
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bot.engine import GenerationParams, Usage
+from bot.engine import GenerationParams, QueueStatus, Usage
 from bot.errors import EngineBusy, EngineError
+from bot.waiting import ReplyTimes
 from engine.kvcache import KVCache, SavedState
 from engine.llama import Batch, Context, Model, Sampler
 
@@ -78,6 +82,8 @@ class Request:
     emit: Callable[[object], None]
     usage: Usage
     cancelled: bool = False
+    position: int = 0
+    """Its place in the wait queue as last reported (0: not reported)."""
 
 
 @dataclass(eq=False, slots=True)
@@ -137,6 +143,9 @@ class Scheduler:
         self._waiting: deque[Request] = deque()
         self._forgotten: list[str] = []
         self._running = 0
+        self._admitted: dict[Request, float] = {}
+        """When each request that holds a place got it (``perf_counter``)."""
+        self._times = ReplyTimes()
         self._stopping = False
         self._counts: dict[str, int] = dict.fromkeys(
             [
@@ -170,6 +179,7 @@ class Scheduler:
             if self._running + len(self._waiting) >= self.parallel + self.queue_size:
                 raise EngineBusy(f"the engine is busy: {self.parallel} replies running, {self.queue_size} waiting")
             self._waiting.append(request)
+            self._report_waiting()
             self._lock.notify()
 
     def withdraw(self, request: Request) -> bool:
@@ -179,6 +189,7 @@ class Scheduler:
                 self._waiting.remove(request)
             except ValueError:
                 return False
+            self._report_waiting()
             return True
 
     def cancel(self, request: Request) -> None:
@@ -190,6 +201,7 @@ class Scheduler:
             except ValueError:
                 self._lock.notify()
                 return
+            self._report_waiting()
         request.usage.finish_reason = "cancelled"
         request.emit(DONE)
 
@@ -248,8 +260,12 @@ class Scheduler:
             forgotten, self._forgotten = self._forgotten, []
             admitted = []
             while self._waiting and self._running < self.parallel:
-                admitted.append(self._waiting.popleft())
+                request = self._waiting.popleft()
+                admitted.append(request)
                 self._running += 1
+                self._admitted[request] = time.perf_counter()
+            if admitted:
+                self._report_waiting()
         for affinity in forgotten:
             self._forget(affinity)
         for job in list(self._jobs):
@@ -260,7 +276,7 @@ class Scheduler:
                 self._admit(request)
             except Exception as exc:
                 log.exception("cannot start a reply")
-                self._release()
+                self._release(request)
                 request.emit(EngineError(f"generation failed: {exc}"))
         return True
 
@@ -276,7 +292,7 @@ class Scheduler:
 
     def _admit(self, request: Request) -> None:
         if request.cancelled:
-            self._release()
+            self._release(request)
             request.usage.finish_reason = "cancelled"
             request.emit(DONE)
             return
@@ -432,7 +448,7 @@ class Scheduler:
         usage.finish_reason = reason
         usage.seconds = time.perf_counter() - job.started
         self._counts["completion_tokens"] += job.generated
-        self._end(job)
+        self._end(job, finished=reason != "cancelled")
         job.request.emit(DONE)
 
     def _fail(self, job: _Job, error: EngineError) -> None:
@@ -440,7 +456,7 @@ class Scheduler:
         self._end(job)
         job.request.emit(error)
 
-    def _end(self, job: _Job) -> None:
+    def _end(self, job: _Job, *, finished: bool = False) -> None:
         job.sampler.close()
         place = job.place
         place.job = None
@@ -450,11 +466,25 @@ class Scheduler:
             self.context.truncate(place.seq, 0)
             place.tokens = []
         self._jobs.remove(job)
-        self._release()
+        self._release(job.request, finished=finished)
 
-    def _release(self) -> None:
+    def _release(self, request: Request, *, finished: bool = False) -> None:
+        """``request`` gives its place back; a ``finished`` one's time is measured for estimates."""
         with self._lock:
             self._running -= 1
+            admitted = self._admitted.pop(request, None)
+            if finished and admitted is not None:
+                self._times.record(time.perf_counter() - admitted)
+
+    def _report_waiting(self) -> None:
+        """Tell each waiting request its new place in line (called with the lock held, so the reports of
+        one request reach it in order)."""
+        now = time.perf_counter()
+        running = [now - since for since in self._admitted.values()]
+        for position, request in enumerate(self._waiting, 1):
+            if request.position != position:
+                request.position = position
+                request.emit(QueueStatus(position, self._times.eta(position, running, self.parallel)))
 
     def _shutdown(self) -> None:
         for job in list(self._jobs):
