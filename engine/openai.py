@@ -2,7 +2,8 @@
 
 For deployments that outgrow one machine: the server does the batching (llama-server's
 ``--parallel`` slots, vLLM's continuous batching); Parley keeps at most
-``PARLEY_ENGINE__CONCURRENCY`` requests in flight. Replies stream over SSE from
+``PARLEY_ENGINE__CONCURRENCY`` requests in flight; the others wait in a
+:class:`~bot.waiting.Line`, which tells each its place. Replies stream over SSE from
 ``POST {base_url}/chat/completions``; closing a reply closes the HTTP response, which these servers
 take as a cancellation.
 
@@ -37,6 +38,7 @@ import aiohttp
 from bot.engine import ChatMessage, Engine, GenerationParams, Reply
 from bot.errors import ContextOverflow, EngineBusy, EngineError
 from bot.settings import EngineSettings
+from bot.waiting import Line
 
 log = logging.getLogger(__name__)
 
@@ -264,9 +266,8 @@ class OpenAIEngine(Engine):
 
     def __init__(self, settings: EngineSettings) -> None:
         self.settings = settings
-        self._semaphore = asyncio.Semaphore(settings.concurrency)
-        self._busy = 0
-        self._waiting = 0
+        self._line = Line(settings.concurrency)
+        """Requests in flight and those waiting their turn, which are told their place in line."""
         self._waits = (0, 0.0)
         """Requests that got a slot, and the seconds they waited for one in all."""
         self._session: aiohttp.ClientSession | None = None
@@ -284,8 +285,8 @@ class OpenAIEngine(Engine):
     def metrics(self) -> dict[str, float]:
         count, seconds = self._waits
         return {
-            "busy_sequences": self._busy,
-            "queue_length": self._waiting,
+            "busy_sequences": self._line.running,
+            "queue_length": self._line.waiting,
             "queue_wait_count": count,
             "queue_wait_seconds_sum": seconds,
         }
@@ -397,51 +398,42 @@ class OpenAIEngine(Engine):
         }
         if params.seed is not None:
             body["seed"] = params.seed
-        self._waiting += 1
         waited = time.monotonic()
-        try:
-            await asyncio.wait_for(self._semaphore.acquire(), self.settings.queue_timeout)
-        except TimeoutError:
-            raise EngineBusy(f"no request slot free within {self.settings.queue_timeout:.0f}s") from None
-        finally:
-            self._waiting -= 1
-        count, seconds = self._waits
-        self._waits = (count + 1, seconds + time.monotonic() - waited)
-        self._busy += 1
-        try:
+        async with self._line.place(reply, self.settings.queue_timeout, what="request slot"):
+            count, seconds = self._waits
+            self._waits = (count + 1, seconds + time.monotonic() - waited)
             if reply.cancelled:
                 reply.usage.finish_reason = "cancelled"
                 return
-            started = time.perf_counter()
-            async with self._session.post(self._url("/chat/completions"), json=body) as response:
-                await self._check(response)
-                reply.on_cancel.append(response.close)
-                chunks = 0
-                reported: dict[str, int] = {}
-                async for event in self._events(response):
-                    if reply.cancelled:
-                        break
-                    reported = event.get("usage") or reported
-                    for choice in event.get("choices") or []:
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            chunks += 1  # one token per chunk, for servers that report no usage
-                            yield text
-                        reply.usage.finish_reason = choice.get("finish_reason") or reply.usage.finish_reason
-                prompt_tokens = reported.get("prompt_tokens")
-                if isinstance(prompt_tokens, int) and prompt_tokens > 0:
-                    reply.usage.prompt_tokens = prompt_tokens
-                    await self.counter.learn(prompt, prompt_tokens)
-                reply.usage.completion_tokens = reported.get("completion_tokens", chunks)
-                reply.usage.seconds = time.perf_counter() - started
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            if not reply.cancelled:
-                raise EngineError(f"the model server failed mid-reply: {exc}") from exc
-        finally:
-            if reply.cancelled:
-                reply.usage.finish_reason = "cancelled"
-            self._busy -= 1
-            self._semaphore.release()
+            try:
+                started = time.perf_counter()
+                async with self._session.post(self._url("/chat/completions"), json=body) as response:
+                    await self._check(response)
+                    reply.on_cancel.append(response.close)
+                    chunks = 0
+                    reported: dict[str, int] = {}
+                    async for event in self._events(response):
+                        if reply.cancelled:
+                            break
+                        reported = event.get("usage") or reported
+                        for choice in event.get("choices") or []:
+                            text = (choice.get("delta") or {}).get("content")
+                            if text:
+                                chunks += 1  # one token per chunk, for servers that report no usage
+                                yield text
+                            reply.usage.finish_reason = choice.get("finish_reason") or reply.usage.finish_reason
+                    prompt_tokens = reported.get("prompt_tokens")
+                    if isinstance(prompt_tokens, int) and prompt_tokens > 0:
+                        reply.usage.prompt_tokens = prompt_tokens
+                        await self.counter.learn(prompt, prompt_tokens)
+                    reply.usage.completion_tokens = reported.get("completion_tokens", chunks)
+                    reply.usage.seconds = time.perf_counter() - started
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if not reply.cancelled:
+                    raise EngineError(f"the model server failed mid-reply: {exc}") from exc
+            finally:
+                if reply.cancelled:
+                    reply.usage.finish_reason = "cancelled"
 
     @staticmethod
     async def _check(response: aiohttp.ClientResponse) -> None:
