@@ -20,7 +20,7 @@ from aiohttp import web
 
 from bot.bundled import bundled_model_path
 from bot.conversation import IncomingMessage
-from bot.engine import ChatMessage, GenerationParams
+from bot.engine import ChatMessage, GenerationParams, QueueStatus
 from bot.errors import ContextOverflow, EngineError
 from bot.main import build_app
 from bot.settings import EngineSettings
@@ -178,6 +178,8 @@ class FakeServer:
     url: str = ""
     broken: bool = False
     """Tokenizer endpoints answer 500 (after start, say)."""
+    word_delay: float = 0.0
+    """Seconds before each streamed word, so that replies overlap."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
@@ -237,7 +239,9 @@ class FakeServer:
         async def send(event: dict[str, Any]) -> None:
             await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
 
+        await asyncio.sleep(self.word_delay)
         await send({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
+        await asyncio.sleep(self.word_delay)
         await send({"choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]})
         usage = {"prompt_tokens": tokens(render(body["messages"])), "completion_tokens": 2}
         await send({"choices": [], "usage": usage})
@@ -431,3 +435,30 @@ async def test_a_shared_thread_sends_both_speakers_names(fake: FakeServer, make_
     assert all(re.fullmatch(r"[a-zA-Z0-9_-]{1,64}", m["name"]) for m in users)
     assert all("name" not in m for m in shared if m["role"] != "user")
     assert [m for m in alone if m["role"] == "user"] == [{"role": "user", "content": "[Bob]: hi"}]  # a DM has no names
+
+
+@pytest.mark.parametrize("fake", ["none"], indirect=True)
+async def test_requests_beyond_the_concurrency_wait_in_line_and_are_told_their_place(fake: FakeServer) -> None:
+    fake.word_delay = 0.1
+    engine = await started(fake, concurrency=1)
+    try:
+        replies = [engine.generate(conversation(0), GenerationParams(max_tokens=8)) for _ in range(5)]
+        heard: list[QueueStatus | None] = []
+        replies[-1].on_queue.append(heard.append)
+        tasks = []
+        for reply in replies:
+            tasks.append(asyncio.create_task(reply.text()))
+            await asyncio.sleep(0.02)  # in this order
+        await asyncio.sleep(0.05)
+        assert (engine.metrics()["busy_sequences"], engine.metrics()["queue_length"]) == (1, 4)
+        assert await asyncio.gather(*tasks) == ["Hi there"] * 5
+        assert [status.position if status else None for status in heard] == [4, 3, 2, 1, None]
+        # No estimate until three replies had finished; then one from their measured times (~0.2 s each).
+        assert [status.eta_seconds for status in heard[:3] if status] == [None, None, None]
+        last = heard[3]
+        assert last is not None
+        assert last.eta_seconds is not None
+        assert 0.0 <= last.eta_seconds <= 0.5
+        assert engine.metrics()["queue_length"] == 0
+    finally:
+        await engine.stop()
