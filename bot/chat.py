@@ -24,7 +24,7 @@ from bot.command import Command
 from bot.commands import CommandRunner
 from bot.connector import Connector
 from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, Quote, conversation_key
-from bot.engine import ChatMessage, Engine, GenerationParams, Usage
+from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Usage
 from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
@@ -38,6 +38,7 @@ from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
 from bot.settings import DEFAULT_MODEL, Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
 from bot.streamer import ReplyStreamer
+from bot.waiting import describe, notices
 
 log = logging.getLogger(__name__)
 
@@ -645,11 +646,20 @@ class ChatService:
             return ""
 
     async def deliver(self, exchange: Exchange, streamer: ReplyStreamer) -> str:
-        """Stream ``exchange`` through ``streamer``, saving the ids of the messages that carry it."""
+        """Stream ``exchange`` through ``streamer``, saving the ids of the messages that carry it.
+
+        While the reply waits for the engine longer than ``queue_notice_after``, the placeholder
+        says where it stands in line (:mod:`bot.waiting`).
+        """
         if streamer.on_progress is None:
             streamer.on_progress = lambda _text, ids: exchange.save_progress(message_ids=ids)
+
+        async def queued(status: QueueStatus) -> None:
+            await streamer.show_status(describe(status))
+
         try:
-            await streamer.run(exchange, error_note=error_note)
+            async with notices(exchange.reply, queued, after=self.settings.queue_notice_after):
+                await streamer.run(exchange, error_note=error_note)
         finally:
             self.metrics.edits_per_reply.labels(streamer.platform).observe(streamer.edits)
         return exchange.text

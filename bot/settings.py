@@ -383,6 +383,10 @@ class Settings(BaseSettings):
     quote_chars: int = Field(500, ge=0, le=20_000)
     """Characters of a replied-to or quoted message put into that turn's prompt (cut with "…"); ``0`` leaves
     quotes out."""
+    queue_notice_after: float = Field(1.5, ge=0)
+    """Seconds a reply may wait for the engine before the user is shown their place in line and an estimate
+    of the wait, updated as the line moves (in the placeholder, the web chat, and the API as a ``queue``
+    event)."""
     admins: CommaList = Field(default_factory=list)
     """Admins as ``platform:user_id``, comma-separated (``telegram:123,discord:456,slack:U789``)."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

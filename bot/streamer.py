@@ -149,6 +149,37 @@ class ReplyStreamer:
         self._progress.text = f"{self._progress.text.rstrip()}\n\n{note}".strip()
         await self._deliver_final()
 
+    async def show_status(self, text: str) -> None:
+        """Show ``text`` (a queue notice) in the placeholder until the reply's first words.
+
+        Paced like every edit and only sent when it changes what is shown; once reply text exists,
+        or after the final delivery, it does nothing. A failed edit is logged and left: the reply
+        itself replaces the placeholder anyway.
+        """
+        text = text[: self._limit].rstrip()
+        if len(self._parts) != 1 or not text or self._progress.text or self.finished:
+            return
+        part = self._parts[0]
+        if text == part.shown:
+            return
+        sent = False
+
+        async def edit() -> None:
+            nonlocal sent
+            if self._progress.text or self.finished or text == part.shown:
+                return  # the reply began while this waited for its turn
+            await self._connector.edit(part.message, text)
+            self._note("edit", rate_limited=False)
+            sent = True
+
+        try:
+            await self._call(edit, final=False, method="edit")
+        except ConnectorError as exc:
+            log.info("could not show the queue status in %s: %s", part.message.id, exc)
+            return
+        if sent:
+            part.shown = text
+
     async def _deliver_final(self) -> None:
         if not self._progress.text.strip():
             self._progress.text = EMPTY_REPLY

@@ -8,6 +8,7 @@ the prompts it was given, so tests can check what reached the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from bot.models import EngineFactory
 from bot.pacing import Pacing
 from bot.settings import EngineSettings, Settings
 from bot.store import Store, Turn, TurnStatus
+from bot.waiting import Line
 
 WORD = re.compile(r"\S+\s*")
 
@@ -44,6 +46,8 @@ class ScriptedEngine(Engine):
     Tokens are counted as words plus four per message, so prompt sizes grow and shrink the way a
     real tokenizer's do. ``delay`` seconds pass between words (for ``/stop`` and shutdown tests);
     ``fail`` makes the next replies raise it. ``prompts`` records every prompt it was given.
+    With ``places``, at most that many replies generate at once and the others wait in a
+    :class:`~bot.waiting.Line` (reporting their place in it), for up to ``queue_timeout`` s.
     """
 
     name = "scripted"
@@ -54,8 +58,12 @@ class ScriptedEngine(Engine):
         *,
         delay: float = 0.0,
         n_ctx: int = 2048,
+        places: int | None = None,
+        queue_timeout: float = 120.0,
     ) -> None:
         self.answer = answer
+        self.line = Line(places) if places is not None else None
+        self.queue_timeout = queue_timeout
         self.delay = delay
         self.n_ctx = n_ctx
         self.prompts: list[list[ChatMessage]] = []
@@ -82,7 +90,10 @@ class ScriptedEngine(Engine):
         self.forgotten.append(affinity)
 
     def metrics(self) -> dict[str, float]:
-        return {"busy_sequences": self.busy}
+        figures = {"busy_sequences": float(self.busy)}
+        if self.line is not None:
+            figures["queue_length"] = float(self.line.waiting)
+        return figures
 
     @staticmethod
     def tokens(messages: Sequence[ChatMessage]) -> int:
@@ -104,23 +115,25 @@ class ScriptedEngine(Engine):
         self.prompts.append(messages)
         reply.usage.prompt_tokens = self.tokens(messages)
         words = WORD.findall(self.answer(messages))
-        self.busy += 1
-        try:
-            for word in words[: params.max_tokens]:
-                if reply.cancelled:
-                    break
-                if self.delay:
-                    await asyncio.sleep(self.delay)
+        place = self.line.place(reply, self.queue_timeout) if self.line is not None else contextlib.nullcontext()
+        async with place:
+            self.busy += 1
+            try:
+                for word in words[: params.max_tokens]:
                     if reply.cancelled:
                         break
-                reply.usage.completion_tokens += 1
-                yield word
-        finally:
-            self.busy -= 1
-            if reply.cancelled:
-                reply.usage.finish_reason = "cancelled"
-            else:
-                reply.usage.finish_reason = "length" if len(words) > params.max_tokens else "stop"
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                        if reply.cancelled:
+                            break
+                    reply.usage.completion_tokens += 1
+                    yield word
+            finally:
+                self.busy -= 1
+                if reply.cancelled:
+                    reply.usage.finish_reason = "cancelled"
+                else:
+                    reply.usage.finish_reason = "length" if len(words) > params.max_tokens else "stop"
 
     def last_prompt_text(self) -> str:
         """Every message of the latest prompt, one per line (``role: content``)."""
