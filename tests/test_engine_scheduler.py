@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from bot.engine import ChatMessage, GenerationParams, Reply
+from bot.engine import ChatMessage, GenerationParams, QueueStatus, Reply
 from bot.errors import EngineBusy
 from engine.kvcache import SavedState
 from engine.local import LocalEngine
@@ -322,3 +322,30 @@ async def test_a_restart_with_a_cache_directory_resumes_with_only_new_tokens(tmp
         assert other.stats.kv_disk_entries == 0
     finally:
         await other.stop()
+
+
+async def test_queued_requests_are_told_their_place_as_the_line_moves() -> None:
+    engine = LocalEngine(engine_settings(parallel=1, queue_size=3, repeat_penalty=1.0))
+    await engine.start()
+    try:
+        for i in range(3):  # measured reply times, for the estimate
+            await engine.generate(chat(f"Warm{i}", "Say hi."), SHORT).text()
+        running = engine.generate(COUNT, LONG)
+        await first_delta(running)
+        queued = [engine.generate(chat(f"Queued{i}", "Say hi."), SHORT) for i in range(3)]
+        heard: list[list[QueueStatus | None]] = [[] for _ in queued]
+        for reply, statuses in zip(queued, heard, strict=True):
+            reply.on_queue.append(statuses.append)
+        waiting = []
+        for reply in queued:
+            waiting.append(asyncio.create_task(reply.text()))
+            await wait_for(lambda reply=reply: reply.queue is not None)  # in this order
+        assert [reply.queue.position for reply in queued if reply.queue] == [1, 2, 3]
+        assert all(reply.queue and reply.queue.eta_seconds is not None for reply in queued)
+        running.cancel()
+        assert all(await asyncio.gather(*waiting))
+        positions = [[status.position if status else None for status in statuses] for statuses in heard]
+        assert positions == [[1, None], [2, 1, None], [3, 2, 1, None]]
+        await running.text()
+    finally:
+        await engine.stop()
