@@ -277,3 +277,47 @@ async def test_conversations_are_newest_first_with_a_title_and_a_turn_count(make
             async with http.get(url(app, f"/api/conversations?limit={bad}")) as response:
                 assert response.status == 400
                 assert (await response.json())["error"]["type"] == "invalid_request"
+
+
+async def named_events(response: aiohttp.ClientResponse) -> list[tuple[str | None, dict[str, Any]]]:
+    """Every SSE event of ``response`` as (its ``event:`` name or ``None``, its data)."""
+    assert response.status == 200, await response.text()
+    events: list[tuple[str | None, dict[str, Any]]] = []
+    name: str | None = None
+    async for raw in response.content:
+        line = raw.decode().strip()
+        if line.startswith("event: "):
+            name = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            events.append((name, json.loads(line.removeprefix("data: "))))
+            name = None
+    return events
+
+
+async def test_a_reply_that_waits_for_the_engine_streams_its_place_in_line_first(make_settings: MakeSettings) -> None:
+    engine = ScriptedEngine(lambda _m: " ".join(f"w{i}" for i in range(10)), delay=0.05, places=1)
+    settings = make_settings(engine={"max_tokens": 20}, queue_notice_after=0.1)
+    async with make_app(settings, engine) as app, aiohttp.ClientSession() as http:
+
+        async def ask(text: str) -> list[tuple[str | None, dict[str, Any]]]:
+            async with http.post(url(app, "/api/chat"), json={"message": text}) as response:
+                return await named_events(response)
+
+        first = asyncio.create_task(ask("first"))
+        await asyncio.sleep(0.1)
+        others = [asyncio.create_task(ask(f"then {i}")) for i in range(2)]
+        results = [await first, *await asyncio.gather(*others)]
+
+    assert not [event for name, event in results[0] if name == "queue"], "the first never waited"
+    for events in results[1:]:
+        queue = [event for name, event in events if name == "queue"]
+        assert queue, events
+        assert [e["position"] for e in queue] == sorted((e["position"] for e in queue), reverse=True)
+        assert all(set(e) == {"conversation_id", "position", "eta_seconds"} for e in queue)
+        assert all(e["conversation_id"] == events[-1][1]["conversation_id"] for e in queue)
+        first_text = next(i for i, (name, event) in enumerate(events) if "delta" in event)
+        assert all(name == "queue" for name, _ in events[:first_text]), "every queue event comes before the text"
+        assert all(name is None for name, _ in events[first_text:])
+        assert events[-1][1]["text"] == " ".join(f"w{i}" for i in range(10))
+    positions = {e["position"] for events in results[1:] for name, e in events if name == "queue"}
+    assert positions >= {1, 2}

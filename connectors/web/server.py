@@ -18,6 +18,7 @@ error is JSON: ``{"error": {"type": ..., "message": ...}}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -35,6 +36,7 @@ from aiohttp import web
 
 from bot.app import Parley
 from bot.conversation import CommandRequest, ConversationKey, IncomingMessage
+from bot.engine import QueueStatus
 from bot.errors import ContextOverflow, EngineBusy, ParleyError
 from bot.exchange import Exchange
 from bot.logs import reply_context
@@ -42,6 +44,7 @@ from bot.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from bot.models import NOT_LOADED
 from bot.settings import WebSettings
 from bot.store import TurnStatus
+from bot.waiting import notices
 
 log = logging.getLogger(__name__)
 
@@ -115,19 +118,44 @@ def parse_chat_request(body: object, *, max_chars: int, max_tokens: int) -> Chat
     return ChatRequest(message, conversation_id, tokens, None if temperature is None else float(temperature), stream)
 
 
-async def write_event(response: web.StreamResponse, event: dict[str, Any]) -> None:
-    await response.write(b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+async def write_event(response: web.StreamResponse, event: dict[str, Any], *, name: str | None = None) -> None:
+    """One SSE event; a ``name`` (``event:`` line) sets it apart from the default text events."""
+    head = b"event: " + name.encode() + b"\n" if name is not None else b""
+    await response.write(head + b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
+
+
+def queue_notices(
+    exchange: Exchange, response: web.StreamResponse | None, after: float
+) -> contextlib.AbstractAsyncContextManager[None]:
+    """While ``exchange`` waits for the engine past ``after`` s: ``event: queue`` events on ``response``,
+    ``{"conversation_id", "position", "eta_seconds"}`` (rounded; ``null`` without an estimate)."""
+
+    async def show(status: QueueStatus) -> None:
+        if response is not None:
+            event = {"conversation_id": exchange.conversation_id, "position": status.position}
+            eta = status.eta_seconds
+            await write_event(response, event | {"eta_seconds": None if eta is None else round(eta)}, name="queue")
+
+    return notices(exchange.reply, show, after=after)
 
 
 class WebReplier:
     """Answers a ``/command`` sent to the API: SSE events when streaming, else one JSON object.
 
     Text answers are events ``{"conversation_id", "command", "text", "ephemeral"}``; a streamed model
-    answer sends ``delta`` events like a chat reply. The last event is ``{"conversation_id",
-    "command", "done": true}``. Without streaming: ``{"conversation_id", "command", "text"}``.
+    answer sends ``delta`` events like a chat reply (and ``queue`` events while it waits). The last
+    event is ``{"conversation_id", "command", "done": true}``. Without streaming:
+    ``{"conversation_id", "command", "text"}``.
     """
 
-    def __init__(self, request: CommandRequest, conversation_id: str, response: web.StreamResponse | None) -> None:
+    def __init__(
+        self,
+        request: CommandRequest,
+        conversation_id: str,
+        response: web.StreamResponse | None,
+        queue_notice_after: float = 0.0,
+    ) -> None:
+        self.queue_notice_after = queue_notice_after
         self.command = request.name
         self.conversation_id = conversation_id
         self.response = response
@@ -140,9 +168,10 @@ class WebReplier:
             await write_event(self.response, event | {"ephemeral": ephemeral})
 
     async def stream(self, exchange: Exchange) -> str:
-        async for delta in exchange:
-            if self.response is not None:
-                await write_event(self.response, {"conversation_id": self.conversation_id, "delta": delta})
+        async with queue_notices(exchange, self.response, self.queue_notice_after):
+            async for delta in exchange:
+                if self.response is not None:
+                    await write_event(self.response, {"conversation_id": self.conversation_id, "delta": delta})
         self.texts.append(exchange.text)
         return exchange.text
 
@@ -331,7 +360,7 @@ class WebServer:
                 is_admin=not self._keys,
             )
             stream = await self._open_stream(request) if ask.stream else None
-            replier = WebReplier(invocation, conversation_id, stream)
+            replier = WebReplier(invocation, conversation_id, stream, self.parley.settings.queue_notice_after)
             await self.parley.chat.commands.run(invocation, replier)
             return await replier.finish()
         message = IncomingMessage(
@@ -391,8 +420,9 @@ class WebServer:
         try:
             async with exchange_cm as exchange:
                 try:
-                    async for delta in exchange:
-                        await send({"conversation_id": conversation_id, "delta": delta})
+                    async with queue_notices(exchange, response, self.parley.settings.queue_notice_after):
+                        async for delta in exchange:
+                            await send({"conversation_id": conversation_id, "delta": delta})
                 except (ConnectionResetError, asyncio.CancelledError):
                     exchange.stop()  # the client left: stop generating, keep what was said
                     raise

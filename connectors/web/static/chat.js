@@ -70,7 +70,7 @@ function nearBottom() { return log.scrollHeight - log.scrollTop - log.clientHeig
 function addTurn(role, text) {
   const div = document.createElement("div");
   div.className = "turn " + role;
-  const turn = { el: div, text: text || "", frame: 0, content: null };
+  const turn = { el: div, text: text || "", frame: 0, content: null, queue: null };
   if (role === "user") {
     div.textContent = turn.text;
   } else {
@@ -128,6 +128,43 @@ function markStatus(turn, status) {
   note.className = "note";
   note.textContent = "(" + status + ")";
   turn.el.appendChild(note);
+}
+
+// One server-sent event: its name ("queue"; none for text) and its data line.
+function parseFrame(frame) {
+  let name = null, data = null;
+  for (const line of frame.split("\n")) {
+    if (line.startsWith("event: ")) name = line.slice(7);
+    else if (line.startsWith("data: ")) data = line.slice(6);
+  }
+  return { name, data };
+}
+
+function ordinal(n) {
+  const suffix = n % 100 >= 11 && n % 100 <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" })[n % 10] || "th";
+  return n + suffix;
+}
+
+// While the reply waits for the model: the place in line and the server's estimate (already rounded).
+function queueText(queue) {
+  const where = queue.position <= 1 ? "you are next" : "you are " + ordinal(queue.position) + " in line";
+  const eta = queue.eta_seconds;
+  let when = "";
+  if (eta !== null && eta !== undefined) {
+    when = eta <= 10 ? ", in under 10 s" : eta < 60 ? ", about " + eta + " s" : ", about " + Math.round(eta / 60) + " min";
+  }
+  return "Waiting for the model: " + where + when + ".";
+}
+
+function showQueue(turn, queue) {
+  if (!queue) { if (turn.queue) { turn.queue.remove(); turn.queue = null; } return; }
+  if (!turn.queue) {
+    turn.queue = document.createElement("div");
+    turn.queue.className = "note queue";
+    turn.queue.setAttribute("role", "status");
+    turn.el.appendChild(turn.queue);
+  }
+  turn.queue.textContent = queueText(queue);
 }
 
 async function copyText(text) {
@@ -261,12 +298,14 @@ async function ask(message) {
       buffer += decoder.decode(value, { stream: true });
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, end);
+        const frame = parseFrame(buffer.slice(0, end));
         buffer = buffer.slice(end + 2);
-        if (!frame.startsWith("data: ")) continue;
-        const event = JSON.parse(frame.slice(6));
+        if (frame.data === null) continue;
+        const event = JSON.parse(frame.data);
         running.conversationId = event.conversation_id;
         if (current !== event.conversation_id) setCurrent(event.conversation_id);
+        if (frame.name === "queue") { showQueue(reply, event); continue; }
+        if (event.delta || event.done || event.text !== undefined) showQueue(reply, null);
         if (event.delta) reply.text += event.delta;
         if (event.command && event.text !== undefined && !event.done) reply.text += (reply.text ? "\n\n" : "") + event.text;
         if (event.error) { showError(event.error.message); failed = true; }
@@ -279,6 +318,7 @@ async function ask(message) {
     if (!(running.stopping && err.name === "AbortError")) showError("The connection was lost: " + err.message);
   } finally {
     clearTimeout(running.timer);
+    showQueue(reply, null);
     render(reply);
     reply.el.classList.remove("streaming");
     reply.el.removeAttribute("aria-busy");
