@@ -1,0 +1,62 @@
+"""The visible queue on Telegram: eight users waiting on one engine, through python-telegram-bot and
+the strict Bot API fake (1 call per second per chat, 30 per second per bot, edits that change nothing
+refused)."""
+
+from __future__ import annotations
+
+import re
+
+from bot.settings import TelegramSettings
+from tests.conftest import MakeSettings
+from tests.fakes.telegram import TOKEN, Chat, FakeTelegram, parse_html
+from tests.support import ScriptedEngine, make_app, wait_idle, wait_until
+
+NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
+ANSWER = " ".join(f"word{i}" for i in range(12))
+
+
+def position_in(text: str) -> int | None:
+    found = NOTICE.match(text)
+    if found is None:
+        return None
+    return 1 if found.group(1) else int(found.group(2))
+
+
+async def test_eight_waiting_users_see_their_place_only_go_down_and_telegram_refuses_nothing(
+    make_settings: MakeSettings, fake_telegram: FakeTelegram
+) -> None:
+    fake = fake_telegram
+    settings = make_settings(
+        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),
+        web={"enabled": False},
+        engine={"max_tokens": 40},
+        queue_notice_after=0.5,
+    )
+    engine = ScriptedEngine(lambda _m: ANSWER, delay=0.08, places=1)
+    chats = [Chat(id=6000 + user, type="private") for user in range(8)]
+    async with make_app(settings, engine) as app:
+        asked = {chat.id: fake.push(chat, f"question {chat.id}", user_id=chat.id) for chat in chats}
+        await wait_until(
+            lambda: all([m.text for m in fake.replies_to(chat.id, asked[chat.id])] == [ANSWER] for chat in chats),
+            timeout=120,
+            what="every answer shown",
+        )
+        await wait_idle(app)
+
+    assert fake.refused() == [], [(c.method, c.refused, c.rule) for c in fake.refused()]
+    waited = 0
+    seen: list[set[int]] = []
+    for chat in chats:
+        [reply] = fake.replies_to(chat.id, asked[chat.id])
+        texts = [
+            parse_html(call.params["text"])
+            for call in fake.paced_calls(chat.id)
+            if call.method == "sendMessage" or int(call.params["message_id"]) == reply.message_id
+        ]
+        positions = [p for p in map(position_in, texts) if p is not None]
+        assert positions == sorted(positions, reverse=True), texts
+        waited += bool(positions)
+        seen.append(set(positions))
+        assert texts[-1] == ANSWER
+    assert waited >= 6, seen  # the first ones may start before the notice is due
+    assert max(len(positions) for positions in seen) >= 3, seen  # the line moved, and it was shown
