@@ -9,6 +9,7 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Sequence
 
+import aiohttp
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -16,7 +17,7 @@ from bot.engine import ChatMessage
 from bot.errors import EngineError
 from bot.store import TurnStatus
 from tests.conftest import MakeSettings
-from tests.support import ScriptedEngine, echo, long_story, make_app
+from tests.support import ScriptedEngine, echo, long_story, make_app, scripted_engine, wait_until
 
 CHROMIUM = shutil.which("chromium")
 # `make test` installs Chromium; outside CI a machine without it skips rather than fails.
@@ -299,3 +300,26 @@ async def test_without_the_renderer_replies_are_plain_text(make_settings: MakeSe
         await expect(reply).to_contain_text("You said: Show me " + XSS)
         assert await page.locator("#log img, #log script, #log pre").count() == 0
         assert await page.evaluate("typeof window.pwned") == "undefined"
+
+
+async def test_a_reply_waiting_for_the_engine_shows_its_place_in_line(
+    make_settings: MakeSettings, browser: Browser
+) -> None:
+    settings = make_settings(engine={"max_tokens": 40}, queue_notice_after=0.1)
+    async with make_app(settings, ScriptedEngine(long_story, delay=0.05, places=1)) as app:
+        assert app.web is not None
+        async with aiohttp.ClientSession() as http:
+            ahead = asyncio.create_task(http.post(app.web.url + "/api/chat", json={"message": "me first"}))
+            await wait_until(lambda: scripted_engine(app).busy == 1, what="the first reply to hold the place")
+            page = await browser.new_page()
+            await page.goto(app.web.url + "/")
+            await send(page, "And me?")
+            reply = page.locator(".turn.assistant").first
+            await expect(reply.locator(".note.queue")).to_have_text("Waiting for the model: you are next.")
+            await screenshot(page, "queued")
+            await expect(reply).to_contain_text("word5", timeout=30_000)
+            await expect(reply.locator(".note.queue")).to_have_count(0)
+            await expect(page.locator(".turn.assistant.streaming")).to_have_count(0, timeout=30_000)
+            response = await ahead
+            await response.read()
+            response.release()
