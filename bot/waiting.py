@@ -97,15 +97,17 @@ class Line:
     async def place(self, reply: Reply, max_wait: float, *, what: str = "place") -> AsyncIterator[None]:
         """Hold a place while inside; first wait in line, at most ``max_wait`` s (then ``EngineBusy``).
 
-        The time inside counts towards estimates when the block ends normally and ``reply`` was not
-        cancelled.
+        A reply cancelled while it waits leaves the line at once (those behind move up) and enters
+        without a place: the block should see ``reply.cancelled`` and end. The time inside counts
+        towards estimates when the block ends normally and ``reply`` was not cancelled.
         """
         loop = asyncio.get_running_loop()
         token = object()
         if not self._waiting and len(self._running) < self.places:
             self._running[token] = loop.time()
-        else:
-            await self._wait(_Waiter(reply, loop.create_future()), token, max_wait, what)
+        elif not await self._wait(_Waiter(reply, loop.create_future()), token, max_wait, what):
+            yield
+            return
         started = self._running[token]
         try:
             yield
@@ -116,22 +118,37 @@ class Line:
             self.times.record(loop.time() - started)
         self._leave(token)
 
-    async def _wait(self, waiter: _Waiter, token: object, max_wait: float, what: str) -> None:
+    async def _wait(self, waiter: _Waiter, token: object, max_wait: float, what: str) -> bool:
+        """Wait in line; ``True`` once ``token`` holds a place, ``False`` if the reply was cancelled."""
+
+        def cancelled() -> None:
+            if waiter in self._waiting and not waiter.granted.done():
+                self._waiting.remove(waiter)
+                waiter.granted.set_result(None)
+                waiter.reply.report_queue(None)
+                self._report()
+
         self._waiting.append(waiter)
+        waiter.reply.on_cancel.append(cancelled)
         self._report()
         try:
             async with asyncio.timeout(max_wait):
-                await waiter.granted
+                granted = await waiter.granted
         except BaseException as exc:
             if waiter in self._waiting:
                 self._waiting.remove(waiter)
                 self._report()
-            elif waiter.granted.done() and not waiter.granted.cancelled():
+            elif waiter.granted.done() and not waiter.granted.cancelled() and waiter.granted.result() is not None:
                 self._leave(waiter.granted.result())  # let in just as it gave up: pass the place on
             if isinstance(exc, TimeoutError):
                 raise EngineBusy(f"no {what} free within {max_wait:g}s") from None
             raise
-        self._running[token] = self._running.pop(waiter.granted.result())
+        finally:
+            waiter.reply.on_cancel.remove(cancelled)
+        if granted is None:
+            return False
+        self._running[token] = self._running.pop(granted)
+        return True
 
     def _leave(self, token: object) -> None:
         del self._running[token]

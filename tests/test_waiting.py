@@ -255,3 +255,34 @@ async def test_eight_users_waiting_see_their_place_only_go_down_within_the_platf
     times = [call.at for call in connector.calls]
     assert min(b - a for a, b in itertools.pairwise(times)) >= pacing.min_interval - 0.005
     assert max(sum(1 for t in times if start <= t < start + 2.0) for start in times) <= 60
+
+
+async def test_a_reply_cancelled_while_it_waits_leaves_the_line_at_once() -> None:
+    line = Line(places=1)
+    hold = asyncio.Event()
+    first, stopped, behind = reply(), reply(), reply()
+    heard: list[int | None] = []
+    behind.on_queue.append(lambda status: heard.append(None if status is None else status.position))
+    entered: list[bool] = []
+
+    async def run(r: Reply) -> None:
+        async with line.place(r, 10):
+            entered.append(r.cancelled)
+            if not r.cancelled:
+                await hold.wait()
+
+    tasks = [asyncio.create_task(run(first))]
+    await wait_until(lambda: line.running == 1)
+    for r in (stopped, behind):
+        tasks.append(asyncio.create_task(run(r)))
+        await asyncio.sleep(0)
+    await wait_until(lambda: line.waiting == 2)
+    stopped.cancel()  # /stop while it waits
+    assert (line.waiting, heard) == (1, [2, 1])
+    await tasks[1]
+    assert entered == [False, True]
+    hold.set()
+    await asyncio.gather(*tasks)
+    assert heard == [2, 1, None]
+    assert (line.running, line.waiting) == (0, 0)
+    assert line.times.typical is None  # neither the cancelled one nor so few count as measured
