@@ -52,12 +52,19 @@ class ReplyTimes:
 
     def eta(self, position: int, running: Sequence[float], places: int) -> float | None:
         """Seconds until the reply at ``position`` starts, when ``running`` lists how long each reply
-        that holds one of the ``places`` has run so far; each is expected to take the typical time."""
+        that holds one of the ``places`` has run so far; each is expected to take the typical time.
+
+        A reply that has run longer than that may end at any time: its place is left out, and with
+        no place left to count on there is no estimate.
+        """
         typical = self.typical
         if typical is None or position < 1 or places < 1:
             return None
-        free_at = [max(0.0, typical - elapsed) for elapsed in running[:places]]
-        free_at += [0.0] * (places - len(free_at))
+        running = running[:places]
+        free_at = [typical - elapsed for elapsed in running if elapsed < typical]
+        free_at += [0.0] * (places - len(running))
+        if not free_at:
+            return None
         heapq.heapify(free_at)
         for _ in range(position - 1):  # each reply ahead takes the first place to free up
             heapq.heappush(free_at, heapq.heappop(free_at) + typical)
