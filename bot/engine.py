@@ -19,9 +19,19 @@ Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """An image for a vision-capable engine: its bytes and MIME type (PNG, JPEG, GIF or WebP)."""
+
+    mime: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
+    images: tuple[Image, ...] = ()
+    """Images shown with this message; only engines whose ``accepts_images`` is true get any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +98,11 @@ class Engine(abc.ABC):
     """Base class of engines. Lifecycle: ``start()`` loads or connects; ``stop()`` releases."""
 
     name: str = "engine"
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether the model sees images (``ChatMessage.images``); a text-only engine never gets any."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -61,6 +62,18 @@ def server_root(base_url: str) -> str:
 
 def utf8_size(messages: Sequence[ChatMessage]) -> int:
     return sum(len(m.content.encode()) for m in messages)
+
+
+def wire_message(message: ChatMessage, *, images: bool) -> dict[str, Any]:
+    """A message as the chat completions API takes it: with images, a list of content parts (the
+    text, then each image as a base64 ``data:`` URL in an ``image_url`` part)."""
+    if not (images and message.images):
+        return {"role": message.role, "content": message.content}
+    parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+    for image in message.images:
+        url = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+        parts.append({"type": "image_url", "image_url": {"url": url}})
+    return {"role": message.role, "content": parts}
 
 
 class Tokenizer(abc.ABC):
@@ -272,6 +285,10 @@ class OpenAIEngine(Engine):
     def model_name(self) -> str:
         return self.settings.model
 
+    @property
+    def accepts_images(self) -> bool:
+        return self.settings.vision
+
     def metrics(self) -> dict[str, float]:
         count, seconds = self._waits
         return {
@@ -379,7 +396,7 @@ class OpenAIEngine(Engine):
         prompt, reply.usage.dropped_messages, reply.usage.prompt_tokens = await self.fit(messages, params.max_tokens)
         body: dict[str, Any] = {
             "model": self.settings.model,
-            "messages": [{"role": m.role, "content": m.content} for m in prompt],
+            "messages": [wire_message(m, images=self.settings.vision) for m in prompt],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
