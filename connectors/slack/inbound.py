@@ -30,12 +30,12 @@ bot cannot post (a channel it was not invited to, someone else's DM).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from bot.bounded import BoundedSet
-from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.conversation import Attachment, CommandRequest, Destination, IncomingMessage
 from bot.text import strip_mentions
 from connectors.slack.commands import command_name
 from connectors.slack.render import unescape
@@ -111,6 +111,41 @@ def clean_text(text: str, identity: BotIdentity) -> str:
     return unescape(strip_mentions(text, identity.mention))
 
 
+@dataclass(frozen=True, slots=True)
+class SlackFile:
+    """A file of a message as the event lists it; ``url`` is its ``url_private_download``."""
+
+    name: str
+    mime: str
+    size: int | None
+    url: str
+
+
+def files_of(event: Mapping[str, Any]) -> list[SlackFile]:
+    """The files an event carries that can be downloaded (not deleted, not external, not hidden by
+    the workspace's plan), in order; entries of a shape Slack does not send are skipped."""
+    found = []
+    files = event.get("files")
+    for item in files if isinstance(files, list) else []:
+        if not isinstance(item, Mapping) or item.get("mode") in ("tombstone", "external", "hidden_by_limit"):
+            continue
+        url = item.get("url_private_download") or item.get("url_private")
+        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
+            continue
+        name = item.get("name") or item.get("title") or item.get("id") or "file"
+        mime = item.get("mimetype")
+        size = item.get("size")
+        found.append(
+            SlackFile(
+                str(name),
+                mime if isinstance(mime, str) else "",
+                size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+                url,
+            )
+        )
+    return found
+
+
 def to_incoming(
     event: Mapping[str, Any],
     identity: BotIdentity,
@@ -119,6 +154,7 @@ def to_incoming(
     mentioned: bool = False,
     user_name: str = "",
     is_admin: bool = False,
+    attachments: Sequence[Attachment] = (),
 ) -> IncomingMessage | None:
     """The message ``event`` carries, or None if it is not a person's message.
 
@@ -158,6 +194,7 @@ def to_incoming(
         addressed=addressed,
         user_name=user_name or user_name_of(event) or str(event["user"]),
         is_admin=is_admin,
+        attachments=tuple(attachments),
     )
 
 
