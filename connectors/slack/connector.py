@@ -312,6 +312,8 @@ class SlackConnector(Connector):
         chunks into memory and stopped once past the limit."""
 
         async def fetch(limit: int) -> bytes:
+            if not file.url:
+                raise ConnectorError("slack: the file cannot be downloaded (deleted, external or hidden)")
             url = yarl.URL(file.url)
             if url.host not in self._file_hosts:
                 raise ConnectorError(f"slack: a file URL on {url.host!r} is not Slack's; not downloaded")

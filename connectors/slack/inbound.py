@@ -113,7 +113,7 @@ def clean_text(text: str, identity: BotIdentity) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SlackFile:
-    """A file of a message as the event lists it; ``url`` is its ``url_private_download``."""
+    """A file of a message as the event lists it; ``url`` is its ``url_private_download`` ("" if none)."""
 
     name: str
     mime: str
@@ -122,16 +122,19 @@ class SlackFile:
 
 
 def files_of(event: Mapping[str, Any]) -> list[SlackFile]:
-    """The files an event carries that can be downloaded (not deleted, not external, not hidden by
-    the workspace's plan), in order; entries of a shape Slack does not send are skipped."""
+    """The files an event carries, in order; ``url`` is empty for one that cannot be downloaded
+    (deleted, external, hidden by the workspace's plan, no URL). Entries that are not objects are
+    skipped."""
     found = []
     files = event.get("files")
     for item in files if isinstance(files, list) else []:
-        if not isinstance(item, Mapping) or item.get("mode") in ("tombstone", "external", "hidden_by_limit"):
+        if not isinstance(item, Mapping):
             continue
         url = item.get("url_private_download") or item.get("url_private")
-        if not isinstance(url, str) or not url.startswith(("https://", "http://")):
-            continue
+        if item.get("mode") in ("tombstone", "external", "hidden_by_limit") or not isinstance(url, str):
+            url = ""  # listed so the user hears it was not read; its download fails at once
+        elif not url.startswith(("https://", "http://")):
+            url = ""
         name = item.get("name") or item.get("title") or item.get("id") or "file"
         mime = item.get("mimetype")
         size = item.get("size")

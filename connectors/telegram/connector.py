@@ -166,7 +166,8 @@ class TelegramConnector(Connector):
             .update_queue(StoredBeforeConfirmed())
             .build()
         )
-        readable = filters.TEXT | filters.CAPTION | filters.Document.ALL | filters.PHOTO
+        media = filters.Document.ALL | filters.PHOTO | filters.VIDEO | filters.ANIMATION | filters.AUDIO
+        readable = filters.TEXT | filters.CAPTION | media | filters.VOICE | filters.VIDEO_NOTE
         app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & readable, self._on_message))
         return app
 

@@ -80,13 +80,25 @@ class TelegramFile:
 
 
 def files_of(message: Message, max_bytes: int) -> list[TelegramFile]:
-    """The message's document, or its photo: the largest size Telegram made that fits ``max_bytes``
+    """The message's document, video, audio or voice note (these last are listed, never read), or its
+    photo: the largest size Telegram made that fits ``max_bytes``
     (the smallest if none declares a size that fits, which the download limit then refuses)."""
     found = []
     document = message.document
     if document is not None:
         name = document.file_name or f"file-{document.file_unique_id}"
         found.append(TelegramFile(document.file_id, name, document.mime_type or "", document.file_size))
+    for media, fallback in (
+        (message.video, "video.mp4"),
+        (message.animation, "animation.mp4"),
+        (message.audio, "audio.mp3"),
+        (message.voice, "voice.ogg"),
+        (message.video_note, "video_note.mp4"),
+    ):
+        if media is not None:  # listed so the user hears they are not read; never downloaded
+            name = getattr(media, "file_name", None) or fallback
+            mime = getattr(media, "mime_type", None) or "application/octet-stream"
+            found.append(TelegramFile(media.file_id, name, mime, media.file_size))
     if message.photo:
         sizes = sorted(message.photo, key=lambda p: p.width * p.height)
         fitting = [p for p in sizes if p.file_size is not None and p.file_size <= max_bytes]

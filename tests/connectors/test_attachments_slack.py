@@ -60,3 +60,33 @@ async def test_the_bot_token_goes_only_to_slacks_file_host(make_settings: MakeSe
         "You said: read it",
     ]
     assert turns[0].text == "read it"
+
+
+async def test_a_token_without_files_read_gets_the_sign_in_page_and_a_note(
+    make_settings: MakeSettings, fake_slack: FakeSlack
+) -> None:
+    slack = fake_slack
+    slack.scopes = [scope for scope in slack.scopes if scope != "files:read"]
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False})
+    notes = slack.file("notes.txt", "text/plain", b"hello")
+    async with make_app(settings) as app:
+        await slack.send_event(dm("read it", "1700000400.000100", subtype="file_share", files=[notes]))
+        await answered(app.store, DM)
+    assert [m.text for m in slack.posted("D1")] == [
+        "📎 notes.txt was not read: the download failed.",
+        "You said: read it",
+    ]
+    assert slack.downloads == []
+
+
+async def test_a_file_slack_will_not_serve_is_named_as_not_read(
+    make_settings: MakeSettings, fake_slack: FakeSlack
+) -> None:
+    slack = fake_slack
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False})
+    hidden = {"id": "F9", "name": "old.txt", "mimetype": "text/plain", "mode": "hidden_by_limit"}
+    async with make_app(settings) as app:
+        await slack.send_event(dm("", "1700000500.000100", subtype="file_share", files=[hidden]))
+        await wait_until(lambda: slack.posted("D1"), what="the note")
+        await wait_idle(app)
+    assert [m.text for m in slack.posted("D1")] == ["📎 old.txt was not read: the download failed."]

@@ -82,3 +82,15 @@ async def test_a_file_over_the_limit_is_refused_without_downloading(
     assert replies == ["📎 big.txt was not read: it is 5,000 bytes; the limit is 1,000 bytes.", "You said: summarise"]
     assert prompt == "summarise"
     assert fake.downloads == []
+
+
+async def test_a_voice_note_is_named_as_not_read(make_settings: MakeSettings, fake_telegram: FakeTelegram) -> None:
+    fake = fake_telegram
+    async with make_app(settings_for(make_settings, fake)) as app:
+        voice = {"file_id": "VOICE1", "file_unique_id": "v1", "duration": 2, "file_size": 900}
+        sent = fake.push(PRIVATE, "", media={"voice": voice})
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, sent), what="the note")
+        await wait_idle(app)
+        prompts = scripted_engine(app).prompts
+    assert shown(fake, PRIVATE, sent) == "📎 voice.ogg was not read: only text, PDF, image files are read."
+    assert prompts == []

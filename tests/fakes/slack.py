@@ -20,8 +20,8 @@ forces 429s. Every call is recorded with its loop time, and rejected calls are m
 
 Files: :meth:`FakeSlack.file` stores one and returns the file object an event's ``files`` carries
 (``url_private_download`` on the fake, ``/files-pri/T1-<id>/download/<name>``). As on Slack, the
-download needs the bot token as ``Authorization: Bearer``; without it the answer is the sign-in
-page (200, ``text/html``). Each served file is recorded in :attr:`FakeSlack.downloads`.
+download needs the bot token as ``Authorization: Bearer`` and its ``files:read`` scope; without
+them the answer is the sign-in page (200, ``text/html``). Each served file is recorded in :attr:`FakeSlack.downloads`.
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ class FakeSlack:
     async def _download(self, request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         file_id = request.match_info["file"].removeprefix("T1-")
-        if token != self.bot_token:
+        if token != self.bot_token or "files:read" not in self.scopes:
             return web.Response(text="<!DOCTYPE html><title>Slack</title>Sign in", content_type="text/html")
         if file_id not in self.files:
             return web.Response(status=404, text="file_not_found")

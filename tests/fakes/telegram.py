@@ -255,12 +255,14 @@ class FakeTelegram:
         reply_to: BotMessage | int | None = None,
         document: tuple[str, str, bytes] | None = None,
         photo: bytes | None = None,
+        media: dict[str, Any] | None = None,
     ) -> int:
         """Queue an incoming text message as an update; returns its message id.
 
         ``reply_to`` is one of the bot's messages, or the id of a user's message pushed before.
         ``document`` (file name, MIME type, bytes) or ``photo`` (JPEG bytes, offered in two sizes as
-        Telegram does) make it a file message whose caption is ``text`` (none if empty)."""
+        Telegram does) make it a file message whose caption is ``text`` (none if empty); ``media``
+        adds other file fields as they are (``{"voice": {...}}``), never served."""
         message_id = self._next_message
         self._next_message += 1
         chat_json: dict[str, Any] = {"id": chat.id, "type": chat.type}
@@ -276,7 +278,8 @@ class FakeTelegram:
             "chat": chat_json,
             "from": {"id": user_id, "is_bot": False, "first_name": first_name, "username": first_name.lower()},
         }
-        text_field, entities_field = ("caption", "caption_entities") if document or photo else ("text", "entities")
+        is_file = document is not None or photo is not None or media is not None
+        text_field, entities_field = ("caption", "caption_entities") if is_file else ("text", "entities")
         if text or text_field == "text":
             message[text_field] = text
         entities = _entities(text)
@@ -285,6 +288,7 @@ class FakeTelegram:
         if document is not None:
             name, mime, data = document
             message["document"] = {**self._add_file(data), "file_name": name, "mime_type": mime}
+        message.update(media or {})
         if photo is not None:
             small = self._add_file(photo[: max(1, len(photo) // 4)])
             message["photo"] = [
