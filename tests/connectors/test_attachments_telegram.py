@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bot.attachments import NO_VISION
-from bot.conversation import ConversationKey
+from bot.conversation import Attachment, ConversationKey, IncomingMessage
+from bot.inbox import Inbox
 from bot.store import Store
 from connectors.telegram.render import to_html
 from tests.conftest import MakeSettings
@@ -94,3 +95,33 @@ async def test_a_voice_note_is_named_as_not_read(make_settings: MakeSettings, fa
         prompts = scripted_engine(app).prompts
     assert shown(fake, PRIVATE, sent) == "📎 voice.ogg was not read: only text, PDF, image files are read."
     assert prompts == []
+
+
+async def test_after_a_restart_the_user_is_asked_to_send_the_file_again(
+    make_settings: MakeSettings, fake_telegram: FakeTelegram
+) -> None:
+    fake = fake_telegram
+    settings = settings_for(make_settings, fake)
+
+    async def never(_limit: int) -> bytes:
+        raise AssertionError("a download handle does not outlive the process")
+
+    waiting = IncomingMessage(
+        "telegram",
+        str(PRIVATE.id),
+        "42",
+        "5",
+        "what is in it?",
+        is_direct=True,
+        attachments=(Attachment("notes.txt", "text/plain", 10, never),),
+    )
+    async with Store(settings.db_path) as store:  # stored before a crash, never answered
+        assert await Inbox(store).add(waiting) is not None
+    async with make_app(settings) as app:
+        replies = await noted_then_answered(app.store, fake, KEY, PRIVATE, 5)
+        prompt = scripted_engine(app).prompts[-1][-1].content
+    assert replies == [
+        "📎 notes.txt was not read: the bot restarted before downloading it; please send it again.",
+        "You said: what is in it?",
+    ]
+    assert prompt == "what is in it?"
