@@ -327,6 +327,8 @@ class SlackConnector(Connector):
                 ):
                     if response.status >= 400:
                         raise ConnectorError(f"slack: the file download answered HTTP {response.status}")
+                    if response.content_length is not None and response.content_length > limit:
+                        raise FileTooLarge(f"slack: {response.content_length} bytes")
                     if response.content_type == "text/html" and file.mime != "text/html":
                         # Slack answers a request it did not authorise with its sign-in page.
                         raise ConnectorError("slack: the file download answered a sign-in page")

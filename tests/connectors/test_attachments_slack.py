@@ -90,3 +90,19 @@ async def test_a_file_slack_will_not_serve_is_named_as_not_read(
         await wait_until(lambda: slack.posted("D1"), what="the note")
         await wait_idle(app)
     assert [m.text for m in slack.posted("D1")] == ["📎 old.txt was not read: the download failed."]
+
+
+async def test_a_download_past_the_limit_is_stopped_whatever_size_was_declared(
+    make_settings: MakeSettings, fake_slack: FakeSlack
+) -> None:
+    slack = fake_slack
+    settings = make_settings(slack=socket_settings(slack), web={"enabled": False}, attachments={"max_bytes": 1000})
+    liar = slack.file("small.txt", "text/plain", b"x" * 5000) | {"size": 10}
+    async with make_app(settings) as app:
+        await slack.send_event(dm("read it", "1700000600.000100", subtype="file_share", files=[liar]))
+        turns = await answered(app.store, DM)
+    assert [m.text for m in slack.posted("D1")] == [
+        "📎 small.txt was not read: it is larger than the limit of 1,000 bytes.",
+        "You said: read it",
+    ]
+    assert turns[0].text == "read it"
