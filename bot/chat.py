@@ -566,7 +566,11 @@ class ChatService:
             if not reading.chars:
                 break
             content = with_files(message.text, reading.section())
-            tokens = await self.engine.count_tokens([*system, ChatMessage("user", content)])
+            try:
+                tokens = await self.engine.count_tokens([*system, ChatMessage("user", content)])
+            except ParleyError as exc:  # the engine's own trimming, or its clear error, decides then
+                log.warning("could not count the tokens of a message's files: %s", exc)
+                break
             if tokens <= room:
                 break
             reading = reading.shrink(max(0, int(reading.chars * room / tokens * 0.9) - 200))

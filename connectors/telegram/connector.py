@@ -290,9 +290,10 @@ class TelegramConnector(Connector):
                     raise FileTooLarge(f"telegram: {found.file_size} bytes")
                 # Telegram serves bots at most 20 MB; getFile refuses larger files itself.
                 data = bytes(await found.download_as_bytearray())
-            except TelegramError as exc:
-                raise ConnectorError(f"telegram: downloading a file failed ({type(exc).__name__})") from None
-            except OSError as exc:
+            except (TelegramError, OSError) as exc:
+                if isinstance(exc, TelegramError) and _is(exc, "file is too big"):
+                    raise FileTooLarge("telegram: getFile says the file is too big") from None
+                # The class only: a network error's text may hold the file URL, and so the token.
                 raise ConnectorError(f"telegram: downloading a file failed ({type(exc).__name__})") from None
             if len(data) > limit:
                 raise FileTooLarge(f"telegram: {len(data)} bytes")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bot.attachments import NO_VISION
 from bot.conversation import Attachment, ConversationKey, IncomingMessage
 from bot.inbox import Inbox
@@ -9,7 +11,7 @@ from bot.store import Store
 from connectors.telegram.render import to_html
 from tests.conftest import MakeSettings
 from tests.connectors.test_telegram import GROUP, PRIVATE, answered, settings_for, shown, words
-from tests.fakes.telegram import BOT_USERNAME, Chat, FakeTelegram, parse_html
+from tests.fakes.telegram import BOT_USERNAME, TOKEN, Chat, FakeTelegram, parse_html
 from tests.files import JPEG, tiny_pdf
 from tests.support import make_app, scripted_engine, wait_idle, wait_reply, wait_until
 
@@ -125,3 +127,23 @@ async def test_after_a_restart_the_user_is_asked_to_send_the_file_again(
         "You said: what is in it?",
     ]
     assert prompt == "what is in it?"
+
+
+async def test_a_file_telegram_will_not_serve_is_named_and_no_token_is_logged(
+    make_settings: MakeSettings, fake_telegram: FakeTelegram, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake = fake_telegram
+    fake.fail("getFile", description="Bad Request: file is too big")
+    async with make_app(settings_for(make_settings, fake)) as app:
+        big = fake.push(PRIVATE, "", document=("huge.log", "text/plain", b"declared small"))
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, big), what="the note")
+        await wait_idle(app)
+        fake.fail("getFile", code=500, description="Internal Server Error")
+        broken = fake.push(PRIVATE, "", document=("notes.txt", "text/plain", b"hello"))
+        await wait_until(lambda: fake.replies_to(PRIVATE.id, broken), what="the second note")
+        await wait_idle(app)
+    assert shown(fake, PRIVATE, big) == "📎 huge.log was not read: it is larger than the limit of 10.0 MB."
+    assert shown(fake, PRIVATE, broken) == "📎 notes.txt was not read: the download failed."
+    assert "downloading a file failed (" in caplog.text  # logged, by its error's class only
+    assert TOKEN not in caplog.text
+    assert TOKEN.split(":")[1] not in caplog.text
