@@ -163,8 +163,7 @@ IMAGE_SIGNATURES: dict[str, tuple[bytes, ...]] = {
     "image/gif": (b"GIF87a", b"GIF89a"),
     "image/webp": (b"RIFF",),
 }
-IMAGE_EXTENSIONS = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif"}
-IMAGE_EXTENSIONS[".webp"] = "image/webp"
+IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
 GENERIC_MIMES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown"})
 """MIME types that say nothing, so the extension decides; any other declared type wins over it."""
 KIND_WORDS = {"text": "text", "pdf": "PDF", "image": "image"}
