@@ -20,11 +20,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from dataclasses import dataclass
 from typing import Any
 
+from bot.attachments import Reading, read_attachments
 from bot.command import Command
 from bot.commands import CommandRunner
 from bot.connector import Connector
 from bot.conversation import CommandRequest, ConversationKey, Destination, IncomingMessage, Quote, conversation_key
-from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Usage
+from bot.engine import ChatMessage, Engine, GenerationParams, Image, QueueStatus, Usage
 from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
@@ -252,8 +253,13 @@ class ChatService:
         entry: int | None = None,
         author_name: str = "",
         quote: Quote | None = None,
+        files: str = "",
+        images: Sequence[Image] = (),
     ) -> AsyncIterator[Exchange]:
         """Store ``text`` as the user's turn and stream the reply; waits for the conversation's turn.
+
+        ``files`` (:meth:`bot.attachments.Reading.section`) follows the text in the stored turn, so
+        later turns see the files too; ``images`` go with this turn's prompt only and are not stored.
 
         The turn's author is ``requester`` (the user id) with display name ``author_name``; in a
         shared conversation (no user in ``key``) the model sees who wrote each turn. ``quote`` (the
@@ -266,8 +272,11 @@ class ChatService:
             conversation_id = await self.store.conversation(key, create_id=conversation_id)
             history = await self.store.turns(conversation_id)
             author = requester or ""
-            user_turn = await self.store.add_turn(conversation_id, "user", text, author=author, author_name=author_name)
-            new = Turn(user_turn, "user", text, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
+            stored = with_files(text, files)
+            user_turn = await self.store.add_turn(
+                conversation_id, "user", stored, author=author, author_name=author_name
+            )
+            new = Turn(user_turn, "user", stored, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
             limit = self.settings.quote_chars
             line = (
                 quoting(quote.author, quote.text, limit) if quote is not None and limit and quote.text.strip() else ""
@@ -286,6 +295,8 @@ class ChatService:
             recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
             if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
                 messages[-1] = dataclasses.replace(messages[-1], content=f"{recalled}\n\n{messages[-1].content}")
+            if images:
+                messages[-1] = dataclasses.replace(messages[-1], images=tuple(images))
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
@@ -601,6 +612,18 @@ class ChatService:
         inbox entry; any failure ends up as a short note in that message.
         """
         streamer = self.streamer(connector, message.destination, entry.reply_ids)
+        reading = Reading()
+        if message.attachments:
+            try:
+                reading = await self.read_files(message, key)
+            except ParleyError as exc:  # the model answering here could not load: say so, as a reply would
+                log.warning("reading the files of %s in %s failed: %s", message.message_id, key, exc)
+                await self.notify(connector, message.destination, error_note(exc))
+                return ""
+            if reading.notes:
+                await self.notify(connector, message.destination, "\n".join(reading.notes))
+            if not (message.text.strip() or reading.files or reading.images):
+                return ""  # the notes were the whole answer: nothing was left to read
         try:
             await streamer.start()
             await self.inbox.replied_in(entry.id, streamer.message_ids)
@@ -611,6 +634,8 @@ class ChatService:
                 entry=entry.id,
                 author_name=message.user_name,
                 quote=message.quote,
+                files=reading.section(),
+                images=reading.images,
             ) as exchange:
 
                 async def progress(_text: str, ids: tuple[str, ...]) -> None:
@@ -626,6 +651,38 @@ class ChatService:
             log.exception("reply to %s in %s failed", message.message_id, key)
             await self._abort(streamer, exc)
         return ""
+
+    async def read_files(self, message: IncomingMessage, key: ConversationKey) -> Reading:
+        """Read ``message``'s files, their texts cut so that the turn fits the context window.
+
+        The room is the context of the model answering in ``key`` less its longest reply, the memory
+        notes and a quoted message; the prompt is counted with that engine's own tokenizer and the
+        files' texts shrink in proportion.
+        """
+        async with self._engine_for(key) as (model, engine):
+            reading = await read_attachments(
+                message.attachments, self.settings.attachments, vision=engine.accepts_images
+            )
+            room = (
+                engine.context_size
+                - self.settings.model_settings(model).max_tokens
+                - self.settings.memory_tokens
+                - (self.settings.quote_chars // 2 if message.quote is not None else 0)
+            )
+            system = [ChatMessage("system", self.system_prompt(key))]
+            for _ in range(5):
+                if not reading.chars:
+                    break
+                content = with_files(message.text, reading.section())
+                try:
+                    tokens = await engine.count_tokens([*system, ChatMessage("user", content)])
+                except ParleyError as exc:  # the engine's own trimming, or its clear error, decides then
+                    log.warning("could not count the tokens of a message's files: %s", exc)
+                    break
+                if tokens <= room:
+                    break
+                reading = reading.shrink(max(0, int(reading.chars * room / tokens * 0.9) - 200))
+        return reading
 
     async def answer_quietly(self, message: IncomingMessage, key: ConversationKey, entry: int) -> str:
         """Answer into the store only: a web API message whose client is gone after a restart."""
@@ -700,6 +757,11 @@ class ChatService:
             task.cancel()
         if still:
             await asyncio.wait(still, timeout=5)
+
+
+def with_files(text: str, files: str) -> str:
+    """A user turn as stored: the user's text, then the files read from their message."""
+    return f"{text}\n\n{files}" if text and files else text or files
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ object. :func:`conversation_key` is the one place that decides which messages sh
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 
@@ -89,6 +89,31 @@ class Quote:
         _clean_fields(self)
 
 
+Fetch = Callable[[int], Awaitable[bytes]]
+"""Downloads a file's bytes into memory, never past ``limit`` (its argument): a file found larger
+raises ``FileTooLarge`` (or returns more than ``limit`` bytes), a refused or failed transfer
+raises ``ConnectorError`` with a message fit for the log (no token, no signed URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file sent with a message: what the platform declares about it, and how to download it.
+
+    Connectors fill it from the SDK's file objects; :mod:`bot.attachments` decides what is read.
+    ``size`` is the size the platform declares (``None`` when it says none). ``fetch`` is ``None``
+    for an attachment that can no longer be downloaded (a message answered after a restart: the
+    inbox keeps the file's name, never its bytes).
+    """
+
+    name: str
+    mime: str = ""
+    size: int | None = None
+    fetch: Fetch | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _clean_fields(self)
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     """A chat message from any platform, as the core sees it.
@@ -110,6 +135,8 @@ class IncomingMessage:
     is_admin: bool = False
     quote: Quote | None = None
     """The message this one replies to or quotes, if it is another message with text."""
+    attachments: tuple[Attachment, ...] = ()
+    """Files sent with the message, in the order the platform lists them."""
 
     def __post_init__(self) -> None:
         # Every text (and id) enters the core through here: clean it once, whatever the connector.

@@ -24,6 +24,14 @@ Role = Literal["system", "user", "assistant"]
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """An image for a vision-capable engine: its bytes and MIME type (PNG, JPEG, GIF or WebP)."""
+
+    mime: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     role: Role
     content: str
@@ -31,6 +39,8 @@ class ChatMessage:
     """Who wrote a user message in a shared conversation, as OpenAI's ``name`` field takes it
     (``^[a-zA-Z0-9_-]{1,64}$``, unique in the prompt); the content still starts with their label,
     for engines and servers that ignore it."""
+    images: tuple[Image, ...] = ()
+    """Images shown with this message; only engines whose ``accepts_images`` is true get any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +127,11 @@ class Engine(abc.ABC):
     """Base class of engines. Lifecycle: ``start()`` loads or connects; ``stop()`` releases."""
 
     name: str = "engine"
+
+    @property
+    def accepts_images(self) -> bool:
+        """Whether the model sees images (``ChatMessage.images``); a text-only engine never gets any."""
+        return False
 
     @property
     @abc.abstractmethod

@@ -7,7 +7,8 @@ Every error the project raises derives from :class:`ParleyError`::
     ├── StoreError                  the database cannot be opened or migrated
     ├── ConnectorError              a platform call failed
     │   ├── RateLimited             the platform said "slow down"; carries ``retry_after``
-    │   └── MessageTooLong          the platform refused the text for its length
+    │   ├── MessageTooLong          the platform refused the text for its length
+    │   └── FileTooLarge            an attachment is larger than the download limit
     ├── EngineError                 the model cannot answer
     │   ├── ContextOverflow         the message cannot fit the context window even alone
     │   └── EngineBusy              no engine slot was free in time
@@ -56,6 +57,10 @@ class RateLimited(ConnectorError):
 
 class MessageTooLong(ConnectorError):
     """The platform refused a message for its length."""
+
+
+class FileTooLarge(ConnectorError):
+    """An attachment turned out larger than the download limit (the download was stopped)."""
 
 
 class EngineError(ParleyError):

@@ -22,7 +22,7 @@ from typing import cast
 
 import aiosqlite
 
-from bot.conversation import IncomingMessage, Quote
+from bot.conversation import Attachment, IncomingMessage, Quote
 from bot.store import Store
 
 KEEP_DONE = 7 * 24 * 3600.0
@@ -47,13 +47,19 @@ class InboxEntry:
 
 
 def _message_json(message: IncomingMessage) -> str:
-    return json.dumps(dataclasses.asdict(message), ensure_ascii=False)
+    fields = {field.name: getattr(message, field.name) for field in dataclasses.fields(message)}
+    fields["quote"] = None if message.quote is None else dataclasses.asdict(message.quote)
+    # A file's name and declared size only: its bytes are never stored, and its download handle
+    # does not outlive the process (after a restart the user is told to send it again).
+    fields["attachments"] = [{"name": file.name, "mime": file.mime, "size": file.size} for file in message.attachments]
+    return json.dumps(fields, ensure_ascii=False)
 
 
 def _message_of(text: str) -> IncomingMessage:
     fields = json.loads(text)
     quote = fields.pop("quote", None)
-    return IncomingMessage(**fields, quote=None if quote is None else Quote(**quote))
+    files = tuple(Attachment(**file) for file in fields.pop("attachments", ()))
+    return IncomingMessage(**fields, quote=None if quote is None else Quote(**quote), attachments=files)
 
 
 class Inbox:

@@ -46,15 +46,17 @@ def build_connectors(settings: Settings, routes: HttpRoutes | None) -> list[Conn
     if settings.telegram.token is not None:
         from connectors.telegram import TelegramConnector
 
-        found.append(TelegramConnector(settings.telegram, admins=settings.admins))
+        found.append(
+            TelegramConnector(settings.telegram, admins=settings.admins, max_file_bytes=settings.attachments.max_bytes)
+        )
     if settings.discord.token is not None:
         from connectors.discord import DiscordConnector
 
-        found.append(DiscordConnector(settings.discord))
+        found.append(DiscordConnector(settings.discord, max_file_bytes=settings.attachments.max_bytes))
     if settings.slack.bot_token is not None:
         from connectors.slack import SlackConnector
 
-        found.append(SlackConnector(settings.slack, routes))
+        found.append(SlackConnector(settings.slack, routes, max_file_bytes=settings.attachments.max_bytes))
     return found
 
 

@@ -44,7 +44,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from bot.command import Arg, Command, Handler, command_from
-from bot.conversation import ConversationKey, IncomingMessage, Scope
+from bot.conversation import Attachment, ConversationKey, IncomingMessage, Scope
 from bot.errors import CommandError, PluginError
 from bot.exchange import Exchange
 from bot.memory import Note, NoteBook
@@ -54,6 +54,7 @@ from bot.store import ChannelSettings, ChannelStats
 
 __all__ = [
     "Arg",
+    "Attachment",
     "ChannelSettings",
     "ChannelStats",
     "Command",

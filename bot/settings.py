@@ -125,6 +125,10 @@ class EngineSettings(BaseModel):
     """OpenAI backend: sent as ``Authorization: Bearer``."""
     model: str = "default"
     """OpenAI backend: the model name to request."""
+    vision: bool = False
+    """OpenAI backend: the model sees images, so images sent to the bot go to it as ``image_url`` content
+    parts (base64 ``data:`` URLs). Off, or on the local backend, the user is told in one line that the model
+    cannot see images, and their text is answered."""
 
     @field_validator("model_path")
     @classmethod
@@ -326,6 +330,38 @@ class ListenSettings(BaseModel):
     message is kept cut to this. ``0`` keeps nothing."""
 
 
+ATTACHMENT_KINDS = ("text", "pdf", "image")
+
+
+class AttachmentSettings(BaseModel):
+    model_config = ConfigDict(use_attribute_docstrings=True)
+
+    types: CommaList = Field(
+        default_factory=lambda: list(ATTACHMENT_KINDS), json_schema_extra={"doc_default": "``text,pdf,image``"}
+    )
+    """Kinds of files the bot reads, comma-separated: ``text`` (plain text, Markdown, source code, CSV, JSON,
+    YAML, … by MIME type or extension), ``pdf`` (its text layer), ``image`` (for a ``VISION`` model). Empty:
+    none. Any other file gets a one-line note saying it was not read."""
+    max_bytes: int = Field(10_000_000, ge=1, le=100_000_000)
+    """Largest file downloaded, in bytes. A file whose declared size is larger is refused before downloading,
+    and a download stops as soon as it passes this (Telegram's Bot API serves bots at most 20 MB anyway)."""
+    max_chars: int = Field(20_000, ge=100, le=1_000_000)
+    """Characters read from each text file or PDF; the rest is cut (the model is told). The turn is trimmed
+    further if it still does not fit the context window."""
+    max_files: int = Field(5, ge=1, le=50)
+    """Files read from one message; later ones get a note."""
+
+    _split = field_validator("types", mode="before")(_split_list)
+
+    @field_validator("types")
+    @classmethod
+    def _kinds(cls, kinds: list[str]) -> list[str]:
+        wrong = [kind for kind in kinds if kind not in ATTACHMENT_KINDS]
+        if wrong:
+            raise ValueError(f"unknown kinds {', '.join(wrong)}; use {', '.join(ATTACHMENT_KINDS)}")
+        return kinds
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PARLEY_",
@@ -352,6 +388,8 @@ class Settings(BaseSettings):
     """Rate limits, allow and block lists."""
     listen: ListenSettings = Field(default_factory=ListenSettings)
     """Listen mode: channel messages not addressed to the bot, kept as context."""
+    attachments: AttachmentSettings = Field(default_factory=AttachmentSettings)
+    """Files sent with messages: which are read, and how much."""
     db_path: Path = Path("parley.db")
     """SQLite file for conversations (WAL mode; the schema migrates itself on start)."""
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})

@@ -74,6 +74,7 @@ GROUPS = (
         "Serving many people from a model server: [Scaling out](#scaling-out). The local engine's threads and "
         "memory: [below](#local-engine-threads-memory-and-bigger-models).",
     ),
+    Group("Attachments", ("attachments",), "What is read and what is kept: [Attachments](#attachments)."),
     Group("Web chat and HTTP API", ("web",)),
     Group(
         "Telegram", ("telegram",), "Creating the bot and how it answers: [Setting up Telegram](#setting-up-telegram)."

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
 import json
 import logging
 import math
@@ -61,17 +62,25 @@ def server_root(base_url: str) -> str:
     return url.removesuffix("/v1")
 
 
-def wire(message: ChatMessage) -> dict[str, str]:
-    """``message`` as the chat API takes it: ``role``, ``content`` and, for a speaker in a shared
-    conversation, ``name`` (the content keeps its ``[Name]:`` label for servers that ignore it)."""
-    body = {"role": message.role, "content": message.content}
-    if message.name:
-        body["name"] = message.name
-    return body
-
-
 def utf8_size(messages: Sequence[ChatMessage]) -> int:
     return sum(len(m.content.encode()) for m in messages)
+
+
+def wire(message: ChatMessage, *, images: bool = False) -> dict[str, Any]:
+    """``message`` as the chat completions API takes it: ``role``, ``content`` and, for a speaker in a
+    shared conversation, ``name`` (the content keeps its ``[Name]:`` label for servers that ignore it).
+    With ``images``, a message that carries images has a list of content parts: the text, then each
+    image as a base64 ``data:`` URL in an ``image_url`` part."""
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        body["name"] = message.name
+    if images and message.images:
+        parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}]
+        for image in message.images:
+            url = f"data:{image.mime};base64,{base64.b64encode(image.data).decode('ascii')}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+        body["content"] = parts
+    return body
 
 
 class Tokenizer(abc.ABC):
@@ -282,6 +291,10 @@ class OpenAIEngine(Engine):
     def model_name(self) -> str:
         return self.settings.model
 
+    @property
+    def accepts_images(self) -> bool:
+        return self.settings.vision
+
     def metrics(self) -> dict[str, float]:
         count, seconds = self._waits
         return {
@@ -389,7 +402,7 @@ class OpenAIEngine(Engine):
         prompt, reply.usage.dropped_messages, reply.usage.prompt_tokens = await self.fit(messages, params.max_tokens)
         body: dict[str, Any] = {
             "model": self.settings.model,
-            "messages": [wire(m) for m in prompt],
+            "messages": [wire(m, images=self.settings.vision) for m in prompt],
             "max_tokens": params.max_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,

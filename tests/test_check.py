@@ -131,7 +131,7 @@ async def test_valid_tokens_on_every_platform_and_the_real_model_exit_0(
     assert any(f"client_id={discord.app_id}" in line for line in lines(out, "✓", "discord"))
     slack_ok = "\n".join(lines(out, "✓", "slack"))
     assert "bot @parley (UBOT) in Fake (T1)" in slack_ok
-    assert "scopes: all 8 that Parley needs" in slack_ok
+    assert "scopes: all 9 that Parley needs" in slack_ok
     assert "Socket Mode: the app token" in slack_ok
     assert out.rstrip().endswith("all good, 1 warning.")
     for secret in (TOKEN, discord.token, slack.bot_token, slack.app_token):

@@ -41,8 +41,8 @@ import aiohttp
 import discord
 
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage, stop_on_failure
-from bot.conversation import Destination
-from bot.errors import ConnectorError, MessageTooLong, RateLimited
+from bot.conversation import Attachment, Destination
+from bot.errors import ConnectorError, FileTooLarge, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import DiscordSettings
 from connectors.discord import endpoints
@@ -81,9 +81,10 @@ class DiscordConnector(Connector):
 
     name: ClassVar[str] = "discord"
 
-    def __init__(self, settings: DiscordSettings) -> None:
+    def __init__(self, settings: DiscordSettings, *, max_file_bytes: int = 10_000_000) -> None:
         super().__init__()
         self.settings = settings
+        self.max_file_bytes = max_file_bytes
         self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_LENGTH, pacing=EDIT_PACING)
         self._guild_ids = tuple(int(guild) for guild in settings.guild_ids)
         self._seen = Participation()
@@ -226,7 +227,8 @@ class DiscordConnector(Connector):
         me = client.user
         if me is None or self._sink is None:
             return
-        incoming = to_incoming(message, me, self._seen)
+        files = [_attachment(file) for file in message.attachments]
+        incoming = to_incoming(message, me, self._seen, files)
         if incoming is not None:
             # Discord has no acknowledgement of events (a RESUME replays from the last sequence
             # number received, not handled): storing at once keeps the window to a crash small.
@@ -347,3 +349,22 @@ def _map_error(exc: discord.RateLimited | discord.HTTPException | aiohttp.Client
             return MessageTooLong(f"discord: {exc}")
         return ConnectorError(f"discord: {exc}")
     return ConnectorError(f"discord: request failed: {exc!r}")
+
+
+def _attachment(file: discord.Attachment) -> Attachment:
+    """``file`` with its download from Discord's CDN (``Attachment.read``, into memory).
+
+    Discord declares the exact size, so a file over the limit is refused before this runs."""
+
+    async def fetch(limit: int) -> bytes:
+        if file.size > limit:
+            raise FileTooLarge(f"discord: {file.size} bytes")
+        try:
+            data = await file.read()
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            raise ConnectorError(f"discord: downloading attachment {file.id} failed: {exc}") from None
+        if len(data) > limit:
+            raise FileTooLarge(f"discord: {len(data)} bytes")
+        return data
+
+    return Attachment(file.filename, file.content_type or "", file.size, fetch)

@@ -28,7 +28,7 @@ import discord
 
 from bot.bounded import BoundedSet
 from bot.command import Command
-from bot.conversation import CommandRequest, Destination, IncomingMessage, Quote
+from bot.conversation import Attachment, CommandRequest, Destination, IncomingMessage, Quote
 from bot.text import strip_mentions
 from connectors.discord.commands import option_values
 
@@ -92,8 +92,15 @@ def _is_admin(author: discord.User | discord.Member) -> bool:
     return isinstance(author, discord.Member) and author.guild_permissions.manage_guild
 
 
-def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Participation) -> IncomingMessage | None:
-    """The core's view of ``message``, or ``None`` when the bot must not see it at all."""
+def to_incoming(
+    message: discord.Message,
+    me: discord.ClientUser,
+    seen: Participation,
+    attachments: Sequence[Attachment] = (),
+) -> IncomingMessage | None:
+    """The core's view of ``message``, or ``None`` when the bot must not see it at all.
+
+    ``attachments`` are its files (:attr:`discord.Message.attachments`) with their downloads."""
     if message.author.bot or message.author.id == me.id:
         return None
     is_direct = message.guild is None
@@ -121,6 +128,7 @@ def to_incoming(message: discord.Message, me: discord.ClientUser, seen: Particip
         user_name=message.author.display_name,
         is_admin=_is_admin(message.author),
         quote=_quote(message, me),
+        attachments=tuple(attachments),
     )
 
 

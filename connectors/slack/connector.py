@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import yarl
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
@@ -58,16 +59,18 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bounded import BoundedDict, BoundedSet
 from bot.connector import Connector, ConnectorLimits, HttpRoutes, InboundSink, SentMessage, stop_on_failure
-from bot.conversation import ConversationKey, Destination, IncomingMessage, Quote
-from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
+from bot.conversation import Attachment, ConversationKey, Destination, IncomingMessage, Quote
+from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
 from connectors.slack.inbound import (
     PLATFORM,
     BotIdentity,
     CommandHandle,
+    SlackFile,
     ThreadKeys,
     clean_text,
+    files_of,
     is_direct_channel,
     is_from_a_person,
     is_slack_id,
@@ -81,6 +84,10 @@ from connectors.slack.render import to_mrkdwn
 log = logging.getLogger(__name__)
 
 DEFAULT_API_URL = "https://slack.com/api/"
+FILE_HOST = "files.slack.com"
+"""Where Slack serves ``url_private_download``: the only host the bot token is sent to for files."""
+FILE_TIMEOUT = 60.0
+"""Seconds one file download may take."""
 MAX_MESSAGE_CHARS = 3000
 """Markdown per message. Rendering as mrkdwn adds a little (escapes, link brackets), and
 ``chat.update`` refuses text near 4,000 characters, so this keeps each message under ~3,500."""
@@ -137,10 +144,15 @@ class SlackConnector(Connector):
 
     name = "slack"
 
-    def __init__(self, settings: SlackSettings, routes: HttpRoutes | None) -> None:
+    def __init__(self, settings: SlackSettings, routes: HttpRoutes | None, *, max_file_bytes: int = 10_000_000) -> None:
         super().__init__()
         if settings.bot_token is None:
             raise ConfigError("PARLEY_SLACK__BOT_TOKEN is not set")
+        self.max_file_bytes = max_file_bytes
+        self._bot_token = settings.bot_token
+        # The bot token goes only to Slack's file host (or the host of a configured API URL, such
+        # as a test's fake), never to a URL an event names elsewhere.
+        self._file_hosts = {FILE_HOST, yarl.URL(api_base(settings.api_url)).host}
         # Slack allows about one message per second per channel; chat.update is tier-limited on top,
         # which we learn from its 429s rather than guess.
         self.limits = ConnectorLimits(max_message_length=MAX_MESSAGE_CHARS, pacing=Pacing(min_interval=1.0))
@@ -312,6 +324,41 @@ class SlackConnector(Connector):
                 raise NotStored(f"slack: message {event['ts']} in {event['channel']} was not stored") from exc
             raise
 
+    def _attachment(self, file: SlackFile) -> Attachment:
+        """``file`` with its download: ``url_private_download`` with the bot token as Bearer, read in
+        chunks into memory and stopped once past the limit."""
+
+        async def fetch(limit: int) -> bytes:
+            if not file.url:
+                raise ConnectorError("slack: the file cannot be downloaded (deleted, external or hidden)")
+            url = yarl.URL(file.url)
+            if url.host not in self._file_hosts:
+                raise ConnectorError(f"slack: a file URL on {url.host!r} is not Slack's; not downloaded")
+            headers = {"Authorization": f"Bearer {self._bot_token.get_secret_value()}"}
+            timeout = aiohttp.ClientTimeout(total=FILE_TIMEOUT)
+            data = bytearray()
+            try:
+                async with (
+                    aiohttp.ClientSession(timeout=timeout) as session,
+                    session.get(url, headers=headers) as response,
+                ):
+                    if response.status >= 400:
+                        raise ConnectorError(f"slack: the file download answered HTTP {response.status}")
+                    if response.content_length is not None and response.content_length > limit:
+                        raise FileTooLarge(f"slack: {response.content_length} bytes")
+                    if response.content_type == "text/html" and file.mime != "text/html":
+                        # Slack answers a request it did not authorise with its sign-in page.
+                        raise ConnectorError("slack: the file download answered a sign-in page")
+                    async for chunk in response.content.iter_chunked(65_536):
+                        data += chunk
+                        if len(data) > limit:
+                            raise FileTooLarge(f"slack: more than {limit} bytes")
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise ConnectorError(f"slack: the file download failed: {exc!r}") from None
+            return bytes(data)
+
+        return Attachment(file.name, file.mime, file.size, fetch)
+
     @staticmethod
     async def _on_bolt_error(error: Exception) -> BoltResponse | None:
         """Bolt's handler of what a listener or middleware raised.
@@ -329,7 +376,8 @@ class SlackConnector(Connector):
     async def _deliver(
         self, event: Mapping[str, Any], identity: BotIdentity, sink: InboundSink, *, mentioned: bool
     ) -> None:
-        message = to_incoming(event, identity, self._threads, mentioned=mentioned)
+        files = [self._attachment(file) for file in files_of(event)]
+        message = to_incoming(event, identity, self._threads, mentioned=mentioned, attachments=files)
         if message is None:
             return
         if not message.addressed and message.thread is not None and not message.is_direct:

@@ -30,12 +30,12 @@ bot cannot post (a channel it was not invited to, someone else's DM).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from bot.bounded import BoundedSet
-from bot.conversation import CommandRequest, Destination, IncomingMessage
+from bot.conversation import Attachment, CommandRequest, Destination, IncomingMessage
 from bot.text import strip_mentions
 from connectors.slack.commands import command_name
 from connectors.slack.render import unescape
@@ -111,6 +111,44 @@ def clean_text(text: str, identity: BotIdentity) -> str:
     return unescape(strip_mentions(text, identity.mention))
 
 
+@dataclass(frozen=True, slots=True)
+class SlackFile:
+    """A file of a message as the event lists it; ``url`` is its ``url_private_download`` ("" if none)."""
+
+    name: str
+    mime: str
+    size: int | None
+    url: str
+
+
+def files_of(event: Mapping[str, Any]) -> list[SlackFile]:
+    """The files an event carries, in order; ``url`` is empty for one that cannot be downloaded
+    (deleted, external, hidden by the workspace's plan, no URL). Entries that are not objects are
+    skipped."""
+    found = []
+    files = event.get("files")
+    for item in files if isinstance(files, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        url = item.get("url_private_download") or item.get("url_private")
+        if item.get("mode") in ("tombstone", "external", "hidden_by_limit") or not isinstance(url, str):
+            url = ""  # listed so the user hears it was not read; its download fails at once
+        elif not url.startswith(("https://", "http://")):
+            url = ""
+        name = item.get("name") or item.get("title") or item.get("id") or "file"
+        mime = item.get("mimetype")
+        size = item.get("size")
+        found.append(
+            SlackFile(
+                str(name),
+                mime if isinstance(mime, str) else "",
+                size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else None,
+                url,
+            )
+        )
+    return found
+
+
 def to_incoming(
     event: Mapping[str, Any],
     identity: BotIdentity,
@@ -119,6 +157,7 @@ def to_incoming(
     mentioned: bool = False,
     user_name: str = "",
     is_admin: bool = False,
+    attachments: Sequence[Attachment] = (),
 ) -> IncomingMessage | None:
     """The message ``event`` carries, or None if it is not a person's message.
 
@@ -158,6 +197,7 @@ def to_incoming(
         addressed=addressed,
         user_name=user_name or user_name_of(event) or str(event["user"]),
         is_admin=is_admin,
+        attachments=tuple(attachments),
     )
 
 

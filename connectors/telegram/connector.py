@@ -54,12 +54,19 @@ from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageH
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage, stop_on_failure
-from bot.conversation import Destination
-from bot.errors import ConfigError, ConnectorError, MessageTooLong, RateLimited
+from bot.conversation import Attachment, Destination
+from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, RateLimited
 from bot.pacing import Pacing
 from bot.settings import TelegramSettings
 from connectors.telegram.commands import ChatAdmins, CommandNames, TypedCommand, parse_command, telegram_admins
-from connectors.telegram.inbound import is_private, sent_by_chat_admin, to_command_request, to_incoming
+from connectors.telegram.inbound import (
+    TelegramFile,
+    files_of,
+    is_private,
+    sent_by_chat_admin,
+    to_command_request,
+    to_incoming,
+)
 from connectors.telegram.render import to_html, visible_length
 
 log = logging.getLogger(__name__)
@@ -118,9 +125,13 @@ class TelegramConnector(Connector):
 
     name = "telegram"
 
-    def __init__(self, settings: TelegramSettings, admins: Sequence[str] = ()) -> None:
-        """``admins`` are ``PARLEY_ADMINS`` entries; the ``telegram:<id>`` ones see admin commands in their menu."""
+    def __init__(
+        self, settings: TelegramSettings, admins: Sequence[str] = (), *, max_file_bytes: int = 10_000_000
+    ) -> None:
+        """``admins`` are ``PARLEY_ADMINS`` entries; the ``telegram:<id>`` ones see admin commands in their menu.
+        ``max_file_bytes`` picks the photo size to download (``PARLEY_ATTACHMENTS__MAX_BYTES``)."""
         super().__init__()
+        self.max_file_bytes = max_file_bytes
         if settings.token is None:
             raise ConfigError("PARLEY_TELEGRAM__TOKEN is not set")
         self.settings = settings
@@ -155,7 +166,9 @@ class TelegramConnector(Connector):
             .update_queue(StoredBeforeConfirmed())
             .build()
         )
-        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & filters.TEXT, self._on_message))
+        media = filters.Document.ALL | filters.PHOTO | filters.VIDEO | filters.ANIMATION | filters.AUDIO
+        readable = filters.TEXT | filters.CAPTION | media | filters.VOICE | filters.VIDEO_NOTE
+        app.add_handler(MessageHandler(filters.UpdateType.MESSAGE & readable, self._on_message))
         return app
 
     async def start(self, sink: InboundSink) -> None:
@@ -260,10 +273,33 @@ class TelegramConnector(Connector):
         if typed is not None:
             await self._on_command(message, typed)
             return
-        incoming = to_incoming(message, self.bot_id, self.bot_username)
+        files = [self._attachment(file) for file in files_of(message, self.max_file_bytes)]
+        incoming = to_incoming(message, self.bot_id, self.bot_username, files)
         if incoming is not None:
             # Stored before this returns, and so before the update is confirmed to Telegram.
             await self._sink.receive(incoming, self)
+
+    def _attachment(self, file: TelegramFile) -> Attachment:
+        """``file`` with its download: ``getFile``, then the file URL (which holds the token, so no
+        error that names it is logged)."""
+
+        async def fetch(limit: int) -> bytes:
+            try:
+                found = await self._bot_app().bot.get_file(file.file_id)
+                if found.file_size is not None and found.file_size > limit:
+                    raise FileTooLarge(f"telegram: {found.file_size} bytes")
+                # Telegram serves bots at most 20 MB; getFile refuses larger files itself.
+                data = bytes(await found.download_as_bytearray())
+            except (TelegramError, OSError) as exc:
+                if isinstance(exc, TelegramError) and _is(exc, "file is too big"):
+                    raise FileTooLarge("telegram: getFile says the file is too big") from None
+                # The class only: a network error's text may hold the file URL, and so the token.
+                raise ConnectorError(f"telegram: downloading a file failed ({type(exc).__name__})") from None
+            if len(data) > limit:
+                raise FileTooLarge(f"telegram: {len(data)} bytes")
+            return data
+
+        return Attachment(file.name, file.mime, file.size, fetch)
 
     async def _on_command(self, message: Message, typed: TypedCommand) -> None:
         """Hand a command for this bot to the sink; commands for other bots are ignored."""

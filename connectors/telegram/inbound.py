@@ -8,7 +8,9 @@
 - a forum topic (``message_thread_id`` on a topic message) is a thread: one shared conversation;
 - the bot's own ``@botname`` is removed from the text the model reads;
 - a reply brings the replied-to message along as a :class:`~bot.conversation.Quote` (only the
-  part the user quoted, when they picked one), the bot's own messages included.
+  part the user quoted, when they picked one), the bot's own messages included;
+- a document or photo comes as an :class:`~bot.conversation.Attachment` (:func:`files_of` lists
+  them; the connector gives each its download), its caption being the text.
 
 A message that starts with a command never gets here: the connector decides whether it is one of
 this bot's commands (:mod:`connectors.telegram.commands`) and builds a request with
@@ -17,9 +19,12 @@ this bot's commands (:mod:`connectors.telegram.commands`) and builds a request w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from telegram import Chat, Message, MessageEntity, User
 
-from bot.conversation import CommandRequest, Destination, IncomingMessage, Quote
+from bot.conversation import Attachment, CommandRequest, Destination, IncomingMessage, Quote
 from bot.text import cut_spans
 
 PLATFORM = "telegram"
@@ -49,25 +54,68 @@ def _index(text: str, utf16_offset: int) -> int:
 
 
 def _entities(message: Message) -> list[tuple[MessageEntity, int, str]]:
-    """Each entity of the text with its start (a Python index) and its text.
+    """Each entity of the text (or caption) with its start (a Python index) and its text.
 
     Unlike PTB's ``parse_entities`` this takes any text: lone surrogates, and offsets or lengths
     past the end (an entity there covers what is left, or nothing).
     """
-    text = message.text or ""
+    text = message.text or message.caption or ""
     units = _utf16(text)
     found = []
-    for entity in message.entities:
+    for entity in message.entities if message.text is not None else message.caption_entities:
         start, end = max(0, entity.offset), max(0, entity.offset + entity.length)
         value = units[2 * start : 2 * end].decode("utf-16-le", "surrogatepass")
         found.append((entity, _index(text, start), value))
     return found
 
 
-def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMessage | None:
-    """Map a text message; ``None`` for what the bot never answers (no text, no sender, itself)."""
-    text = message.text
+@dataclass(frozen=True, slots=True)
+class TelegramFile:
+    """A file of a message as the Bot API lists it: ``file_id`` is what ``getFile`` takes."""
+
+    file_id: str
+    name: str
+    mime: str
+    size: int | None
+
+
+def files_of(message: Message, max_bytes: int) -> list[TelegramFile]:
+    """The message's document, video, audio or voice note (these last are listed, never read), or its
+    photo: the largest size Telegram made that fits ``max_bytes``
+    (the smallest if none declares a size that fits, which the download limit then refuses)."""
+    found = []
+    document = message.document
+    if document is not None:
+        name = document.file_name or f"file-{document.file_unique_id}"
+        found.append(TelegramFile(document.file_id, name, document.mime_type or "", document.file_size))
+    for media, fallback in (
+        (message.video, "video.mp4"),
+        (message.animation, "animation.mp4"),
+        (message.audio, "audio.mp3"),
+        (message.voice, "voice.ogg"),
+        (message.video_note, "video_note.mp4"),
+    ):
+        if media is not None:  # listed so the user hears they are not read; never downloaded
+            name = getattr(media, "file_name", None) or fallback
+            mime = getattr(media, "mime_type", None) or "application/octet-stream"
+            found.append(TelegramFile(media.file_id, name, mime, media.file_size))
+    if message.photo:
+        sizes = sorted(message.photo, key=lambda p: p.width * p.height)
+        fitting = [p for p in sizes if p.file_size is not None and p.file_size <= max_bytes]
+        photo = fitting[-1] if fitting else sizes[0]
+        found.append(TelegramFile(photo.file_id, "photo.jpg", "image/jpeg", photo.file_size))
+    return found
+
+
+def to_incoming(
+    message: Message, bot_id: int, bot_username: str, attachments: Sequence[Attachment] = ()
+) -> IncomingMessage | None:
+    """Map a text message, or a file with its caption; ``None`` for what the bot never answers (no
+    text and no file, no sender, itself)."""
+    text = message.text if message.text is not None else message.caption
     sender = message.from_user
+    if text is None and attachments:
+        text = ""
     if text is None or sender is None or sender.id == bot_id:
         return None
     is_direct = is_private(message.chat)
@@ -101,6 +149,7 @@ def to_incoming(message: Message, bot_id: int, bot_username: str) -> IncomingMes
         addressed=addressed,
         user_name=_user_name(sender),
         quote=quote,
+        attachments=tuple(attachments),
     )
 
 

@@ -31,14 +31,16 @@ from hypothesis import strategies as st
 from telegram import Bot, Update
 
 from bot.command import Command
-from bot.conversation import CommandRequest, IncomingMessage
+from bot.conversation import Attachment, CommandRequest, IncomingMessage
 from connectors.discord.commands import option_values
 from connectors.discord.inbound import Participation, find_command
 from connectors.discord.inbound import to_incoming as discord_incoming
 from connectors.slack.inbound import BotIdentity
+from connectors.slack.inbound import files_of as slack_files
 from connectors.slack.inbound import to_command_request as slack_command
 from connectors.slack.inbound import to_incoming as slack_incoming
 from connectors.telegram.commands import parse_command
+from connectors.telegram.inbound import files_of as telegram_files
 from connectors.telegram.inbound import to_command_request as telegram_command
 from connectors.telegram.inbound import to_incoming as telegram_incoming
 from plugins.core import router as core_router
@@ -71,7 +73,8 @@ def assert_clean(result: IncomingMessage | CommandRequest | None) -> None:
     if result is None:
         return
     texts = [result.text] if isinstance(result, IncomingMessage) else [result.args, result.name]
-    for text in [*texts, result.user_name, result.channel, result.user]:
+    names = [file.name for file in result.attachments] if isinstance(result, IncomingMessage) else []
+    for text in [*texts, result.user_name, result.channel, result.user, *names]:
         assert "\x00" not in text
         text.encode("utf-8")  # no lone surrogate left
 
@@ -116,6 +119,22 @@ def tg_message(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
         "is_topic_message": st.booleans(),
         "sender_chat": tg_chat(),
         "forum_topic_created": st.just({"name": "topic", "icon_color": 7322096}),
+        "document": st.fixed_dictionaries(
+            {"file_id": short_text, "file_unique_id": short_text},
+            optional={"file_name": odd_text, "mime_type": odd_text, "file_size": st.integers(0, 2**40)},
+        ),
+        "photo": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "file_id": short_text,
+                    "file_unique_id": short_text,
+                    "width": st.integers(0, 10_000),
+                    "height": st.integers(0, 10_000),
+                },
+                optional={"file_size": st.integers(0, 2**40)},
+            ),
+            max_size=3,
+        ),
     }
     if depth > 0:
         optional["reply_to_message"] = tg_message(depth - 1)
@@ -136,6 +155,8 @@ def test_telegram_updates_translate_or_skip(message: dict[str, Any], is_admin: b
     assert update is not None
     assert update.message is not None
     assert_clean(telegram_incoming(update.message, BOT_ID, BOT_NAME))
+    files = [Attachment(f.name, f.mime, f.size) for f in telegram_files(update.message, 1_000_000)]
+    assert_clean(telegram_incoming(update.message, BOT_ID, BOT_NAME, files))
     typed = parse_command(update.message)
     if typed is not None:
         assert_clean(telegram_command(update.message, typed.name, typed.args, is_admin=is_admin))
@@ -168,6 +189,17 @@ def slack_event() -> st.SearchStrategy[dict[str, Any]]:
             "bot_id": json_values,
             "parent_user_id": slack_ids,
             "user_profile": json_values,
+            "files": st.one_of(
+                json_values,
+                st.lists(
+                    st.dictionaries(
+                        st.sampled_from(["id", "name", "title", "mimetype", "size", "mode", "url_private_download"]),
+                        json_values,
+                        max_size=6,
+                    ),
+                    max_size=3,
+                ),
+            ),
         },
     )
 
@@ -180,7 +212,9 @@ def test_slack_events_translate_or_skip(event: dict[str, Any], mentioned: bool, 
     threads: BoundedSet[tuple[str, str]] = BoundedSet(16)
     if known_thread and isinstance(event.get("channel"), str) and isinstance(event.get("thread_ts"), str):
         threads.add((event["channel"], event["thread_ts"]))
-    assert_clean(slack_incoming(event, BotIdentity("UBOT", "BBOT"), threads, mentioned=mentioned))
+    files = [Attachment(f.name, f.mime, f.size) for f in slack_files(event)]
+    assert all(isinstance(f.size, int | None) and isinstance(f.url, str) for f in slack_files(event))
+    assert_clean(slack_incoming(event, BotIdentity("UBOT", "BBOT"), threads, mentioned=mentioned, attachments=files))
 
 
 @FUZZ

@@ -22,16 +22,22 @@ It speaks just enough of the real protocol for an unpatched discord.py client:
   flags 64 = ephemeral). As on Discord, a followup sent while the deferred "thinking" message is
   still there fills that message and keeps the deferral's visibility. Each interaction's answers are
   in :attr:`FakeInteraction.answers` (original first, deleted ones marked ``deleted``).
+- Attachments: :meth:`FakeDiscord.user_says` takes files, listed on the message as Discord lists
+  them (``id``, ``filename``, ``size``, ``content_type``, a signed CDN ``url``) and served at
+  ``GET /attachments/<channel>/<id>/<filename>?ex=…&is=…&hm=…`` only with the right signature (403
+  otherwise, as the CDN answers an expired or forged link); :attr:`FakeDiscord.downloads` records them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import hashlib
 import itertools
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,12 +144,16 @@ class FakeDiscord:
         self._sockets: set[web.WebSocketResponse] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.files: dict[str, bytes] = {}
+        """Attachment bytes by ``<channel>/<id>/<filename>``."""
+        self.downloads: list[str] = []
 
     # lifecycle
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/gateway", self._gateway)
+        app.router.add_get("/attachments/{channel}/{id}/{filename}", self._cdn)
         api = "/api/v10"
         app.router.add_get(f"{api}/users/@me", self._me)
         app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
@@ -301,6 +311,34 @@ class FakeDiscord:
         message.update(extra)
         self.messages[message["id"]] = message
         return message
+
+    @staticmethod
+    def _signature(path: str) -> str:
+        return hashlib.sha256(f"cdn-secret:{path}".encode()).hexdigest()[:32]
+
+    def _attachment(self, channel: str, name: str, mime: str, data: bytes) -> dict[str, Any]:
+        attachment_id = self.snowflake()
+        path = f"{channel}/{attachment_id}/{name}"
+        self.files[path] = data
+        url = f"http://127.0.0.1:{self.port}/attachments/{path}?ex=67a0c0de&is=679f6f5e&hm={self._signature(path)}&"
+        return {
+            "id": attachment_id,
+            "filename": name,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": mime,
+        }
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        info = request.match_info
+        path = f"{info['channel']}/{info['id']}/{info['filename']}"
+        if path not in self.files:
+            return web.Response(status=404, text="Not Found")
+        if request.query.get("hm") != self._signature(path):
+            return web.Response(status=403, text="This content is no longer available.")
+        self.downloads.append(path)
+        return web.Response(body=self.files[path], content_type="application/octet-stream")
 
     async def _post_message(self, request: web.Request) -> web.Response:
         self._check_auth(request)
@@ -721,8 +759,11 @@ class FakeDiscord:
         where: str = "dm",
         mention: bool = False,
         reply_to: str | None = None,
+        files: Sequence[tuple[str, str, bytes]] = (),
     ) -> str:
-        """A user posts a message; ``where`` is "dm", "channel" or "thread". Returns its id."""
+        """A user posts a message; ``where`` is "dm", "channel" or "thread". Returns its id.
+
+        ``files`` are attachments: (file name, MIME type, bytes) each."""
         author = _user(*user)
         dm_channel = str(9_000_000 + int(user[0]))
         channel = {"dm": dm_channel, "channel": self.channel_id, "thread": self.thread_id}[where]
@@ -736,6 +777,8 @@ class FakeDiscord:
                 message_reference={"message_id": reply_to, "channel_id": channel, "guild_id": self.guild_id},
                 referenced_message=self.messages[reply_to],
             )
+        if files:
+            extra["attachments"] = [self._attachment(channel, *file) for file in files]
         message = self._message(channel, author, content, **extra)
         await self.dispatch("MESSAGE_CREATE", message)
         return str(message["id"])

@@ -20,6 +20,11 @@ that comes sooner than ``min_gap`` seconds after the previous accepted one in th
 Slack's "about one message per second" per channel (``min_gap`` 0.9 when ``strict``, the
 default: a second less 0.1 s for the network's jitter; 0.5 otherwise; 0 turns it off). :meth:`FakeSlack.rate_limit`
 forces 429s. Every call is recorded with its loop time, and rejected calls are marked.
+
+Files: :meth:`FakeSlack.file` stores one and returns the file object an event's ``files`` carries
+(``url_private_download`` on the fake, ``/files-pri/T1-<id>/download/<name>``). As on Slack, the
+download needs the bot token as ``Authorization: Bearer`` and its ``files:read`` scope; without
+them the answer is the sign-in page (200, ``text/html``). Each served file is recorded in :attr:`FakeSlack.downloads`.
 """
 
 from __future__ import annotations
@@ -130,6 +135,9 @@ class FakeSlack:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self.files: dict[str, bytes] = {}
+        self.downloads: list[str] = []
+        """The ids of the files the bot downloaded, in order."""
 
     # lifecycle
 
@@ -139,6 +147,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)  # slack_sdk reads users.info with GET
         app.router.add_get("/link", self._socket)
         app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_get("/files-pri/{file}/download/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -178,6 +187,35 @@ class FakeSlack:
     def rate_limit(self, method: str, *, times: int = 1, retry_after: float = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with 429 and ``Retry-After``."""
         self._forced.setdefault(method, []).extend([retry_after] * times)
+
+    def file(self, name: str, mime: str, data: bytes, *, filetype: str = "text") -> dict[str, Any]:
+        """Store a file a user shares; its object as a ``message`` event's ``files`` lists it."""
+        file_id = f"F{len(self.files) + 1:08d}"
+        self.files[file_id] = data
+        url = f"{self.url}/files-pri/T1-{file_id}/download/{urllib.parse.quote(name)}"
+        return {
+            "id": file_id,
+            "created": int(time.time()),
+            "name": name,
+            "title": name,
+            "mimetype": mime,
+            "filetype": filetype,
+            "user": "U1",
+            "mode": "hosted",
+            "size": len(data),
+            "url_private": url.replace("/download/", "/"),
+            "url_private_download": url,
+        }
+
+    async def _download(self, request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        file_id = request.match_info["file"].removeprefix("T1-")
+        if token != self.bot_token or "files:read" not in self.scopes:
+            return web.Response(text="<!DOCTYPE html><title>Slack</title>Sign in", content_type="text/html")
+        if file_id not in self.files:
+            return web.Response(status=404, text="file_not_found")
+        self.downloads.append(file_id)
+        return web.Response(body=self.files[file_id], content_type="application/octet-stream")
 
     # the Web API
 

@@ -21,12 +21,16 @@ What tests need from it:
   (``refused("pacing")``, the rule in :attr:`Call.rule`); ``strict=False`` drops the bot-wide cap;
 - ``redeliver=False`` is a Bot API that never redelivers: an update is gone once fetched, confirmed
   or not, so a bot killed before storing it loses it (the real Bot API keeps unconfirmed ones);
-- :meth:`FakeTelegram.fail` injects an error for the next matching call(s).
+- :meth:`FakeTelegram.fail` injects an error for the next matching call(s);
+- files: :meth:`FakeTelegram.push` sends a document or a photo (its caption is the text); the bot gets
+  it like from Telegram, with ``getFile`` (refused past 20 MB: "file is too big") and then
+  ``GET /file/bot<TOKEN>/<file_path>``; :attr:`FakeTelegram.downloads` records each file served.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import re
 import time
@@ -188,6 +192,10 @@ class FakeTelegram:
     """getMe's ``can_read_all_group_messages`` is its opposite (BotFather → /setprivacy)."""
     pushed: dict[int, dict[str, Any]] = field(default_factory=dict)
     """The users' messages queued by :meth:`push`, by message id (a later push may reply to one)."""
+    files: dict[str, bytes] = field(default_factory=dict)
+    """Files users sent, by ``file_id`` (served through ``getFile`` and the file URL)."""
+    downloads: list[str] = field(default_factory=list)
+    """The ``file_path`` of every file the bot downloaded, in order."""
     _next_update: int = 1000
     _next_message: int = 1
     _blocked: dict[int, float] = field(default_factory=dict)
@@ -208,6 +216,7 @@ class FakeTelegram:
     async def __aenter__(self) -> FakeTelegram:
         app = web.Application()
         app.router.add_post("/bot{token}/{method}", self._handle)
+        app.router.add_get("/file/bot{token}/{path:.+}", self._file)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.05)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
@@ -244,10 +253,16 @@ class FakeTelegram:
         first_name: str = "Ada",
         thread: int | None = None,
         reply_to: BotMessage | int | None = None,
+        document: tuple[str, str, bytes] | None = None,
+        photo: bytes | None = None,
+        media: dict[str, Any] | None = None,
     ) -> int:
         """Queue an incoming text message as an update; returns its message id.
 
-        ``reply_to`` is one of the bot's messages, or the id of a user's message pushed before."""
+        ``reply_to`` is one of the bot's messages, or the id of a user's message pushed before.
+        ``document`` (file name, MIME type, bytes) or ``photo`` (JPEG bytes, offered in two sizes as
+        Telegram does) make it a file message whose caption is ``text`` (none if empty); ``media``
+        adds other file fields as they are (``{"voice": {...}}``), never served."""
         message_id = self._next_message
         self._next_message += 1
         chat_json: dict[str, Any] = {"id": chat.id, "type": chat.type}
@@ -262,11 +277,24 @@ class FakeTelegram:
             "date": int(time.time()),
             "chat": chat_json,
             "from": {"id": user_id, "is_bot": False, "first_name": first_name, "username": first_name.lower()},
-            "text": text,
         }
+        is_file = document is not None or photo is not None or media is not None
+        text_field, entities_field = ("caption", "caption_entities") if is_file else ("text", "entities")
+        if text or text_field == "text":
+            message[text_field] = text
         entities = _entities(text)
         if entities:
-            message["entities"] = entities
+            message[entities_field] = entities
+        if document is not None:
+            name, mime, data = document
+            message["document"] = {**self._add_file(data), "file_name": name, "mime_type": mime}
+        message.update(media or {})
+        if photo is not None:
+            small = self._add_file(photo[: max(1, len(photo) // 4)])
+            message["photo"] = [
+                {**small, "width": 90, "height": 60},
+                {**self._add_file(photo), "width": 1280, "height": 853},
+            ]
         if thread is not None:
             message["message_thread_id"] = thread
             message["is_topic_message"] = True
@@ -293,6 +321,12 @@ class FakeTelegram:
         self._next_update += 1
         self._new_update.set()
         return message_id
+
+    def _add_file(self, data: bytes) -> dict[str, Any]:
+        digest = hashlib.sha256(data).hexdigest()[:16]
+        file_id = f"BQAC{digest}{len(self.files)}"
+        self.files[file_id] = data
+        return {"file_id": file_id, "file_unique_id": digest, "file_size": len(data)}
 
     def replies_to(self, chat_id: int, message_id: int) -> list[BotMessage]:
         """The bot's messages that reply to ``message_id``, in order."""
@@ -428,6 +462,31 @@ class FakeTelegram:
     async def _m_deleteMessage(self, params: dict[str, Any]) -> Any:
         self.messages.pop((int(params["chat_id"]), int(params["message_id"])), None)
         return True
+
+    async def _m_getFile(self, params: dict[str, Any]) -> Any:
+        file_id = str(params.get("file_id", ""))
+        data = self.files.get(file_id)
+        if data is None:
+            raise _Refused(400, "file_id", "Bad Request: invalid file_id")
+        if len(data) > 20 * 1024 * 1024:
+            raise _Refused(400, "too_big", "Bad Request: file is too big")
+        return {
+            "file_id": file_id,
+            "file_unique_id": file_id[4:20],
+            "file_size": len(data),
+            "file_path": f"documents/{file_id}",
+        }
+
+    async def _file(self, request: web.Request) -> web.Response:
+        """The file URL getFile's ``file_path`` points to (needs the bot's token in the path)."""
+        if request.match_info["token"] != TOKEN:
+            return _error(401, "Unauthorized")
+        path = request.match_info["path"]
+        data = self.files.get(path.removeprefix("documents/"))
+        if data is None:
+            return _error(404, "Not Found")
+        self.downloads.append(path)
+        return web.Response(body=data, content_type="application/octet-stream")
 
     async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
         offset = int(params.get("offset") or 0)
