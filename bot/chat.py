@@ -1,7 +1,7 @@
 """The chat service: from a user's message to a stored, delivered reply.
 
 :meth:`ChatService.exchange` is the one pipeline every channel uses: it stores the user's turn,
-builds the prompt from the conversation's history, streams the engine's reply and stores it as it
+builds the prompt from the conversation's history (:mod:`bot.prompt`), streams the engine's reply and stores it as it
 grows. Platform connectors reach it through :meth:`ChatService.submit`, which queues the message
 per conversation (a user's second message waits for the first reply; nothing is dropped or
 interleaved) and streams the answer with a :class:`~bot.streamer.ReplyStreamer`. The web API
@@ -29,13 +29,13 @@ from bot.engine import ChatMessage, Engine, GenerationParams, Image, QueueStatus
 from bot.errors import ParleyError, RateLimited
 from bot.exchange import Exchange
 from bot.inbox import Inbox, InboxEntry, InboxState
-from bot.listen import Heard, Listener, render
+from bot.listen import Heard, Listener
 from bot.logs import reply_context
 from bot.memory import NoteBook, Notes, Owner
 from bot.metrics import Metrics
 from bot.models import Engines
-from bot.names import SHARED_NOTE, Speakers, escape, quoting
 from bot.plugin import MessageContext, Middleware, Next, Plugin, Replier, chain
+from bot.prompt import PromptParts, build_prompt, fit_files, last_answer, quote_line, with_files
 from bot.settings import DEFAULT_MODEL, Settings
 from bot.store import ChannelSettings, ChannelStats, Store, Turn, TurnStatus
 from bot.streamer import ReplyStreamer
@@ -51,13 +51,6 @@ OUTCOMES = {
     TurnStatus.FAILED: "error",
 }
 """How a reply ended, as the ``parley_replies`` metric counts it."""
-HISTORY_STATUSES = frozenset({TurnStatus.COMPLETE, TurnStatus.INTERRUPTED, TurnStatus.STOPPED})
-
-
-def last_answer(history: Sequence[Turn]) -> float:
-    """When the newest reply in ``history`` was started (``0`` if there is none): kept messages
-    from before it were in that reply's prompt already."""
-    return max((turn.created_at for turn in history if turn.role == "assistant"), default=0.0)
 
 
 def _cancelling() -> bool:
@@ -205,39 +198,9 @@ class ChatService:
         heard: Sequence[Heard] = (),
         heard_chars: int = 0,
     ) -> list[ChatMessage]:
-        """The model's messages for ``history`` and then the ``new`` user turn (always kept).
-
-        ``shared``: several people write here, so user turns carry their speaker's label
-        (``bot.names``), and its name field, and the system prompt says so. ``quote``: the line
-        (``bot.names.quoting``) of the message the ``new`` turn replies to, put before its text.
-        ``heard``: what a listening channel kept (``bot.listen``), put before the ``new`` turn's
-        content as a block of at most ``heard_chars``; the ``new`` turn's own text is then escaped
-        too, so that it cannot pose as a line of the block.
-        """
-        if shared and system_prompt:
-            system_prompt = f"{system_prompt}\n\n{SHARED_NOTE}"
-        messages = [ChatMessage("system", system_prompt)] if system_prompt else []
-        speakers = Speakers()
-
-        def message(turn: Turn, quote: str = "", escaped: bool = False) -> ChatMessage:
-            if shared and turn.role == "user":
-                name = speakers.field(turn.author, turn.author_name) if turn.author else None
-                return ChatMessage("user", speakers.say(turn.author, turn.author_name, turn.text, quote), name)
-            text = escape(turn.text) if escaped else turn.text
-            return ChatMessage(turn.role, f"{quote}\n{text}" if quote else text)
-
-        for turn in history:
-            if turn.status in HISTORY_STATUSES and turn.text.strip() and turn.role != "system":
-                messages.append(message(turn))
-        if new is not None:
-            if shared and new.author:  # labelled before the block, so each keeps one label from turn to turn
-                speakers.label(new.author, new.author_name)
-            block = render(heard, speakers, heard_chars) if heard and heard_chars > 0 else ""
-            last = message(new, quote, escaped=bool(block))
-            if block:
-                last = dataclasses.replace(last, content=f"{block}\n\n{last.content}")
-            messages.append(last)
-        return messages
+        """The model's messages for ``history`` and then the ``new`` user turn: :func:`bot.prompt.build_prompt`."""
+        parts = PromptParts(system_prompt, history, new, shared, quote, heard, heard_chars)
+        return build_prompt(parts)
 
     # the pipeline
 
@@ -277,26 +240,19 @@ class ChatService:
                 conversation_id, "user", stored, author=author, author_name=author_name
             )
             new = Turn(user_turn, "user", stored, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
-            limit = self.settings.quote_chars
-            line = (
-                quoting(quote.author, quote.text, limit) if quote is not None and limit and quote.text.strip() else ""
-            )
             since = max(last_answer(history), await self.store.reset_time(conversation_id))
-            heard = await self.listener.window(key, since=since)
-            messages = self.prompt(
+            parts = PromptParts(
                 self.system_prompt(key),
                 history,
+                new,
                 shared=key.user is None,
-                new=new,
-                quote=line,
-                heard=heard,
+                quote=quote_line(quote, self.settings.quote_chars),
+                heard=await self.listener.window(key, since=since),
                 heard_chars=self.settings.listen.chars,
+                recalled=await self.notes.recall(key, author, text, self.settings.memory_tokens),
+                images=tuple(images),
             )
-            recalled = await self.notes.recall(key, author, text, self.settings.memory_tokens)
-            if recalled:  # this prompt only: the stored turn, and the cached prefix, stay as they were
-                messages[-1] = dataclasses.replace(messages[-1], content=f"{recalled}\n\n{messages[-1].content}")
-            if images:
-                messages[-1] = dataclasses.replace(messages[-1], images=tuple(images))
+            messages = build_prompt(parts)
             turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
             if entry is not None:
                 await self.inbox.started(entry, (user_turn, turn_id))
@@ -669,20 +625,9 @@ class ChatService:
                 - self.settings.memory_tokens
                 - (self.settings.quote_chars // 2 if message.quote is not None else 0)
             )
-            system = [ChatMessage("system", self.system_prompt(key))]
-            for _ in range(5):
-                if not reading.chars:
-                    break
-                content = with_files(message.text, reading.section())
-                try:
-                    tokens = await engine.count_tokens([*system, ChatMessage("user", content)])
-                except ParleyError as exc:  # the engine's own trimming, or its clear error, decides then
-                    log.warning("could not count the tokens of a message's files: %s", exc)
-                    break
-                if tokens <= room:
-                    break
-                reading = reading.shrink(max(0, int(reading.chars * room / tokens * 0.9) - 200))
-        return reading
+            return await fit_files(
+                reading, message.text, system=self.system_prompt(key), room=room, count=engine.count_tokens
+            )
 
     async def answer_quietly(self, message: IncomingMessage, key: ConversationKey, entry: int) -> str:
         """Answer into the store only: a web API message whose client is gone after a restart."""
@@ -757,11 +702,6 @@ class ChatService:
             task.cancel()
         if still:
             await asyncio.wait(still, timeout=5)
-
-
-def with_files(text: str, files: str) -> str:
-    """A user turn as stored: the user's text, then the files read from their message."""
-    return f"{text}\n\n{files}" if text and files else text or files
 
 
 @dataclass(slots=True)

@@ -8,10 +8,11 @@ import time
 import pypdf
 
 from bot.attachments import NO_VISION, FileText, Reading, kind_of, read_attachments
-from bot.chat import ChatService, with_files
+from bot.chat import ChatService
 from bot.conversation import Attachment, IncomingMessage
 from bot.errors import ConnectorError, FileTooLarge
 from bot.inbox import _message_json, _message_of
+from bot.prompt import with_files
 from bot.settings import AttachmentSettings
 from bot.store import Turn, TurnStatus
 from tests.conftest import MakeSettings
