@@ -5,7 +5,8 @@ An engine turns a list of chat messages into a stream of text. ``generate`` retu
 Closing the reply (leaving ``async with``, or cancelling the task that iterates it) stops
 generation within a token or two and frees the slot. An engine trims the oldest history so that
 the prompt fits its context window with room for ``max_tokens``, keeping the system prompt, and
-raises :class:`~bot.errors.ContextOverflow` when even the newest message alone cannot fit.
+raises :class:`~bot.errors.ContextOverflow` when even the newest message alone cannot fit:
+:func:`trim_history` is that rule, given the engine's own token counts.
 
 An engine that makes replies wait for a place tells each waiting reply where it stands with
 :meth:`Reply.report_queue`: a :class:`QueueStatus` whenever its position changes, then ``None``
@@ -16,11 +17,12 @@ queues reports nothing.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Generic, Literal, Self, TypeVar
 
 Role = Literal["system", "user", "assistant"]
+P = TypeVar("P")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +179,67 @@ class Engine(abc.ABC):
     @abc.abstractmethod
     def status(self) -> str:
         """A short status word for health checks: ``ready`` when it can answer, anything else when not."""
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed(Generic[P]):
+    """What :func:`trim_history` kept."""
+
+    messages: list[ChatMessage]
+    dropped: int
+    """History messages left out, oldest first."""
+    prompt: P
+    """What the engine's ``count`` gave for ``messages`` (its tokens, or just their number)."""
+    tokens: int
+    fits: bool
+    """False when even the system prompt and the newest message alone exceed the budget: the
+    engine raises :class:`~bot.errors.ContextOverflow` then, in its own words."""
+
+
+async def trim_history(
+    messages: Sequence[ChatMessage],
+    budget: int,
+    *,
+    count: Callable[[list[ChatMessage]], Awaitable[P]],
+    size: Callable[[P], int],
+    text_tokens: Callable[[str], Awaitable[int]],
+    per_message: float | None = None,
+) -> Trimmed[P]:
+    """The newest part of ``messages`` whose prompt takes at most ``budget`` tokens.
+
+    The system prompt (a first ``system`` message) and the newest message are always kept; the
+    oldest history goes first, and a kept history starts at a user message, never an assistant's.
+    ``count`` is the engine's whole-prompt count (``size`` of its result is the tokens), the final
+    word on what fits; ``text_tokens`` counts one message's text. The cut is picked in one pass,
+    newest first, from the texts plus ``per_message`` template tokens each (``None``: this prompt's
+    own share, from its whole count, which needs every text counted); the kept prompt is then
+    counted whole, and the rare miss drops one more message.
+    """
+    system = [m for m in messages[:1] if m.role == "system"]
+    rest = list(messages[len(system) :])
+    prompt = await count(system + rest)
+    tokens = size(prompt)
+    if tokens <= budget:
+        return Trimmed(system + rest, 0, prompt, tokens, fits=True)
+    used: float = size(await count(system)) if system else 0
+    texts: list[int] = []
+    if per_message is None:
+        texts = [await text_tokens(m.content) for m in rest]
+        per_message = max(0.0, (tokens - used - sum(texts)) / max(1, len(rest)))
+    keep = 0
+    for index in reversed(range(len(rest))):
+        cost = (texts[index] if texts else await text_tokens(rest[index].content)) + per_message
+        if used + cost > budget and keep > 0:
+            break
+        used += cost
+        keep += 1
+    start = len(rest) - keep
+    while True:
+        while start < len(rest) - 1 and rest[start].role != "user":
+            start += 1
+        kept = system + rest[start:]
+        prompt = await count(kept)
+        tokens = size(prompt)
+        if tokens <= budget or start >= len(rest) - 1:
+            return Trimmed(kept, start, prompt, tokens, fits=tokens <= budget)
+        start += 1

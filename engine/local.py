@@ -19,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Reply
+from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Reply, trim_history
 from bot.errors import ContextOverflow, EngineBusy, EngineError
 from bot.settings import EngineSettings
 from engine.kvcache import KVCache
@@ -150,40 +150,32 @@ class LocalEngine(Engine):
             raise EngineError("the engine is not started")
         return self._model
 
-    def _fit(self, model: Model, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[int], int]:
-        """Drop the oldest history until the prompt leaves room for ``max_tokens``.
+    async def _fit(self, model: Model, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[int], int]:
+        """The prompt's tokens once the oldest history is dropped to leave room for ``max_tokens``
+        (:func:`~bot.engine.trim_history`), and how many messages were dropped.
 
-        One pass over per-message token counts picks the cut (so a long history costs one
-        tokenization per message, not one of the whole prompt per dropped message); the full
-        prompt is then tokenized once, and the rare miss drops one more message.
+        Tokenizing runs in a worker thread, one message at a time from the newest, so a long
+        history costs one tokenization per message kept, not one of the whole prompt per dropped one.
         """
+
+        def text_tokens(text: str) -> int:
+            return len(model.tokenize(text))
+
         budget = self.settings.n_ctx - max_tokens
-        system = [m for m in messages[:1] if m.role == "system"]
-        rest = list(messages[len(system) :])
-        tokens = model.prompt(system + rest)
-        if len(tokens) <= budget:
-            return tokens, 0
-        overhead = len(model.prompt(system)) if system else 0
-        keep = 0
-        for message in reversed(rest):
-            cost = len(model.tokenize(message.content)) + TEMPLATE_TOKENS
-            if overhead + cost > budget and keep > 0:
-                break
-            overhead += cost
-            keep += 1
-        start = len(rest) - keep
-        while True:
-            while start < len(rest) - 1 and rest[start].role != "user":
-                start += 1
-            tokens = model.prompt(system + rest[start:])
-            if len(tokens) <= budget:
-                return tokens, start
-            if start >= len(rest) - 1:
-                raise ContextOverflow(
-                    f"prompt of {len(tokens)} tokens does not fit {budget} (n_ctx {self.settings.n_ctx} - "
-                    f"max_tokens {max_tokens})"
-                )
-            start += 1
+        trimmed = await trim_history(
+            messages,
+            budget,
+            count=lambda prompt: asyncio.to_thread(model.prompt, prompt),
+            size=len,
+            text_tokens=lambda text: asyncio.to_thread(text_tokens, text),
+            per_message=TEMPLATE_TOKENS,
+        )
+        if not trimmed.fits:
+            raise ContextOverflow(
+                f"prompt of {trimmed.tokens} tokens does not fit {budget} (n_ctx {self.settings.n_ctx} - "
+                f"max_tokens {max_tokens})"
+            )
+        return trimmed.prompt, trimmed.dropped
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         model = self._require_model()
@@ -201,7 +193,7 @@ class LocalEngine(Engine):
     ) -> AsyncIterator[str]:
         model = self._require_model()
         usage = reply.usage
-        tokens, usage.dropped_messages = await asyncio.to_thread(self._fit, model, messages, params.max_tokens)
+        tokens, usage.dropped_messages = await self._fit(model, messages, params.max_tokens)
         usage.prompt_tokens = len(tokens)
         scheduler = self._scheduler
         if scheduler is None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bot.engine import ChatMessage, Engine, GenerationParams, Reply
+from bot.engine import ChatMessage, Engine, GenerationParams, Reply, trim_history
 from bot.errors import ContextOverflow, EngineBusy, EngineError
 from bot.settings import EngineSettings
 from bot.waiting import Line
@@ -356,40 +356,19 @@ class OpenAIEngine(Engine):
     async def fit(self, messages: Sequence[ChatMessage], max_tokens: int) -> tuple[list[ChatMessage], int, int]:
         """The prompt that leaves room for ``max_tokens``: messages kept, messages dropped, its tokens.
 
-        The oldest history goes first, never the system prompt, and a kept history starts at a user
-        message. Per-message text counts (cached) pick the cut; the kept prompt is then counted
-        whole, and the rare miss drops one more message.
+        :func:`~bot.engine.trim_history` by this server's counts: the texts' counts are cached,
+        and the template's share of each message is taken from this prompt's own count.
         """
         budget = self.settings.n_ctx - max_tokens
-        system = [m for m in messages[:1] if m.role == "system"]
-        rest = list(messages[len(system) :])
-        tokens = await self.counter.count(system + rest)
-        if tokens <= budget:
-            return system + rest, 0, tokens
-        used: float = await self.counter.count(system)
-        texts = [await self.counter.text(m.content) for m in rest]
-        # The template's share of each message, as this prompt's own count shows it.
-        per_message = max(0.0, (tokens - used - sum(texts)) / max(1, len(rest)))
-        keep = 0
-        for text in reversed(texts):
-            cost = text + per_message
-            if used + cost > budget and keep > 0:
-                break
-            used += cost
-            keep += 1
-        start = len(rest) - keep
-        while True:
-            while start < len(rest) - 1 and rest[start].role != "user":
-                start += 1
-            tokens = await self.counter.count(system + rest[start:])
-            if tokens <= budget:
-                return system + rest[start:], start, tokens
-            if start >= len(rest) - 1:
-                raise ContextOverflow(
-                    f"prompt of {tokens} tokens ({self.counter.method}) does not fit {budget} "
-                    f"(n_ctx {self.settings.n_ctx} - max_tokens {max_tokens})"
-                )
-            start += 1
+        trimmed = await trim_history(
+            messages, budget, count=self.counter.count, size=lambda tokens: tokens, text_tokens=self.counter.text
+        )
+        if not trimmed.fits:
+            raise ContextOverflow(
+                f"prompt of {trimmed.tokens} tokens ({self.counter.method}) does not fit {budget} "
+                f"(n_ctx {self.settings.n_ctx} - max_tokens {max_tokens})"
+            )
+        return trimmed.messages, trimmed.dropped, trimmed.tokens
 
     def generate(
         self, messages: Sequence[ChatMessage], params: GenerationParams, *, affinity: str | None = None
