@@ -7,7 +7,8 @@ Every error the project raises derives from :class:`ParleyError`::
     ├── StoreError                  the database cannot be opened or migrated
     ├── ConnectorError              a platform call failed
     │   ├── RateLimited             the platform said "slow down"; carries ``retry_after``
-    │   └── MessageTooLong          the platform refused the text for its length
+    │   ├── MessageTooLong          the platform refused the text for its length
+    │   └── NativeRefused           the platform refused its native streaming API; edits take over
     ├── EngineError                 the model cannot answer
     │   ├── ContextOverflow         the message cannot fit the context window even alone
     │   └── EngineBusy              no engine slot was free in time
@@ -56,6 +57,11 @@ class RateLimited(ConnectorError):
 
 class MessageTooLong(ConnectorError):
     """The platform refused a message for its length."""
+
+
+class NativeRefused(ConnectorError):
+    """The platform does not take its native streaming method here (an older server, a workspace
+    without the feature, a method error); the reply continues with send/edit."""
 
 
 class EngineError(ParleyError):
