@@ -149,9 +149,13 @@ class ReplyStreamer:
         if stream is None:
             return False
         try:
-            await self._call(stream.start, final=False, method="stream")
+            try:
+                await self._call(stream.start, final=False, method="stream")
+            except RateLimited:
+                # A placeholder message would have to wait as long: wait, and stream after all.
+                await self._call(stream.start, final=True, method="stream")
         except ConnectorError as exc:
-            # Refused, rate-limited or failing: this reply edits (the connector remembers refusals).
+            # Refused or failing: this reply edits (the connector remembers refusals).
             self._native = False
             log.info("%s: native streaming to %s did not start, editing: %s", self.platform, self._channel, exc)
             return False
