@@ -87,9 +87,15 @@ class NativeStream(abc.ABC):
     async def update(self, text: str) -> None:
         """Show ``text``, the message's whole text so far (it may repeat the last one)."""
 
+    settled: bool = True
+    """After :meth:`finish`: whether the message shows its final text. A platform that cannot take
+    back streamed text (Slack appends) ends the stream with this ``False`` when the final text
+    is not what it showed plus more (a rollover cut it shorter); the core then edits it."""
+
     @abc.abstractmethod
     async def finish(self, text: str) -> SentMessage:
-        """End the stream with ``text`` as the message's final text; returns the message."""
+        """End the stream with ``text`` as the message's final text (see :attr:`settled`); returns
+        the message."""
 
     async def abandon(self, shown: str) -> SentMessage | None:
         """End a refused stream that shows ``shown``: the message that edits may continue in, or

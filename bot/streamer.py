@@ -381,7 +381,11 @@ class ReplyStreamer:
         self._note("stream", rate_limited=False)
         part.stream = None
         part.message = message
-        part.shown = text
+        if stream.settled:
+            part.shown = text
+            return
+        part.shown = ""  # what the stream left is not the final text: edit it
+        await self._edit(part, final=True)
 
     async def _fall_back(self, part: _Part, exc: NativeRefused) -> None:
         """Carry ``part`` on by editing after its stream was refused: in the stream's message if
