@@ -8,11 +8,17 @@ answers through :meth:`Connector.send` and :meth:`Connector.edit`; it paces thos
 the connector's :attr:`Connector.pacer` and :meth:`Connector.pacing`, so a connector never sleeps
 to pace and never retries a rate-limited call: it raises :class:`~bot.errors.RateLimited` with the
 platform's ``retry_after`` and the core waits.
+
+Where a platform has a purpose-built streaming API (Telegram's drafts, Slack's chat streams), the
+connector offers it per destination through :meth:`Connector.native_stream`; the core drives that
+:class:`NativeStream` instead of edits and falls back to ``send``/``edit`` when it raises
+:class:`~bot.errors.NativeRefused`.
 """
 
 from __future__ import annotations
 
 import abc
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -46,6 +52,83 @@ class SentMessage:
 
     id: str
     destination: Destination
+
+
+class NativeStream(abc.ABC):
+    """One message streamed through the platform's own streaming API: start, update, finish.
+
+    The core's reply streamer calls :meth:`start` once, :meth:`update` with the message's whole
+    text so far (Markdown) whenever :attr:`pacing` allows, and :meth:`finish` with its final
+    text, which must leave exactly that text on the platform, once. The stream turns the text
+    into what the platform wants (the whole text, or what was added).
+
+    Any method may raise :class:`~bot.errors.RateLimited` (the core waits, as for edits) or
+    :class:`~bot.errors.ConnectorError`; :class:`~bot.errors.NativeRefused` means the platform
+    does not take the method here, and the core calls :meth:`abandon` and carries the message on
+    with ``send``/``edit``. A connector that sees a refusal remembers it (:class:`Refusals`) and
+    offers no stream for a while.
+    """
+
+    pacing: Pacing
+    """Pacing of :meth:`update` calls to one channel; :meth:`start` and :meth:`finish` are paced
+    like sends."""
+    refresh: float | None = None
+    """Seconds after which the platform drops a stream that got no update (Telegram's drafts);
+    the core sends the text again before then. ``None``: it stays."""
+    message: SentMessage | None = None
+    """The platform message carrying the stream, once it has one (a draft has none until
+    :meth:`finish`)."""
+    shows_status: bool = False
+    """Whether :meth:`update` may show a line that is not the reply (a queue notice), which the
+    reply's text then replaces: true for a stream that shows the whole text each time (Telegram's
+    drafts), false for one that only appends (Slack's)."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Begin the stream; the platform shows that a reply is coming."""
+
+    @abc.abstractmethod
+    async def update(self, text: str) -> None:
+        """Show ``text``, the message's whole text so far (it may repeat the last one)."""
+
+    settled: bool = True
+    """After :meth:`finish`: whether the message shows its final text. A platform that cannot take
+    back streamed text (Slack appends) ends the stream with this ``False`` when the final text
+    is not what it showed plus more (a rollover cut it shorter); the core then edits it."""
+
+    @abc.abstractmethod
+    async def finish(self, text: str) -> SentMessage:
+        """End the stream with ``text`` as the message's final text (see :attr:`settled`); returns
+        the message."""
+
+    async def abandon(self, shown: str) -> SentMessage | None:
+        """End a refused stream that shows ``shown``: the message that edits may continue in, or
+        ``None`` if there is none to edit (the core then posts one)."""
+        return self.message
+
+
+class Refusals:
+    """Remembers for ``seconds`` that a platform refused its native streaming API (per key)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._until: dict[str, float] = {}
+
+    @staticmethod
+    def _now() -> float:
+        return asyncio.get_running_loop().time()
+
+    def note(self, key: str = "") -> None:
+        self._until[key] = self._now() + self.seconds
+
+    def active(self, key: str = "") -> bool:
+        until = self._until.get(key)
+        if until is None:
+            return False
+        if self._now() >= until:
+            del self._until[key]
+            return False
+        return True
 
 
 class InboundSink(Protocol):
@@ -102,6 +185,11 @@ class Connector(abc.ABC):
         if destination.is_group and self.limits.group_pacing is not None:
             return self.limits.group_pacing
         return self.limits.pacing
+
+    def native_stream(self, destination: Destination) -> NativeStream | None:
+        """A native stream for one message to ``destination``, or ``None`` to stream by editing
+        (the default; also while a refusal is remembered, or when settings turn it off)."""
+        return None
 
     @abc.abstractmethod
     async def start(self, sink: InboundSink) -> None:

@@ -54,6 +54,8 @@ class Destination:
     is_group: bool = False
     ephemeral: bool = False
     """Show the message to the caller only, where the platform can (command answers)."""
+    user: str | None = None
+    """The user the reply answers, where known (Slack's chat streams name their recipient)."""
     handle: object = field(default=None, compare=False, hash=False)
     """Opaque to the core: a connector's own reply handle (e.g. an interaction to answer)."""
 
@@ -149,6 +151,7 @@ class IncomingMessage:
             thread=self.thread,
             reply_to=self.message_id,
             is_group=not self.is_direct,
+            user=self.user,
         )
 
 
@@ -211,4 +214,6 @@ class CommandRequest:
     def reply_destination(self) -> Destination:
         if self.destination is not None:
             return self.destination
-        return Destination(self.channel, self.thread, self.message_id or None, is_group=not self.is_direct)
+        return Destination(
+            self.channel, self.thread, self.message_id or None, is_group=not self.is_direct, user=self.user
+        )

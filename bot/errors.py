@@ -8,7 +8,8 @@ Every error the project raises derives from :class:`ParleyError`::
     ├── ConnectorError              a platform call failed
     │   ├── RateLimited             the platform said "slow down"; carries ``retry_after``
     │   ├── MessageTooLong          the platform refused the text for its length
-    │   └── FileTooLarge            an attachment is larger than the download limit
+    │   ├── FileTooLarge            an attachment is larger than the download limit
+    │   └── NativeRefused           the platform refused its native streaming API; edits take over
     ├── EngineError                 the model cannot answer
     │   ├── ContextOverflow         the message cannot fit the context window even alone
     │   └── EngineBusy              no engine slot was free in time
@@ -61,6 +62,11 @@ class MessageTooLong(ConnectorError):
 
 class FileTooLarge(ConnectorError):
     """An attachment turned out larger than the download limit (the download was stopped)."""
+
+
+class NativeRefused(ConnectorError):
+    """The platform does not take its native streaming method here (an older server, a workspace
+    without the feature, a method error); the reply continues with send/edit."""
 
 
 class EngineError(ParleyError):

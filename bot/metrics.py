@@ -4,7 +4,7 @@ The web server serves them at ``GET /metrics`` in the text format. What is measu
 
 - replies, their latency and tokens: the chat service, when a reply ends;
 - platform calls, 429s and edits per reply: the reply streamer and notices, the only code that
-  calls ``send``/``edit``;
+  calls ``send``/``edit`` and native streams (method ``stream``);
 - the engine: read from :meth:`bot.engine.Engine.metrics` at each scrape;
 - load: the inbox and the conversations with work, read at each scrape;
 - plugins add their own with :meth:`Metrics.counter`, :meth:`Metrics.gauge` and

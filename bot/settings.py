@@ -210,6 +210,15 @@ class TelegramSettings(BaseModel):
     """Fill the command menu with ``setMyCommands`` on start; ``false`` keeps a menu you manage in BotFather."""
     admin_cache_seconds: float = Field(60.0, ge=0)
     """How long a group member's administrator status (``getChatMember``) is remembered, in seconds."""
+    native_streaming: bool = True
+    """Stream private-chat replies as animated drafts (``sendMessageDraft``), then send the final text once;
+    ``false`` edits as in groups. See [Native streaming](#native-streaming)."""
+    draft_interval: float = Field(0.3, ge=0.05)
+    """Minimum seconds between two drafts to one private chat. Telegram documents no draft limit of its own,
+    only its bot-wide 30 messages a second, which drafts count towards; a 429 is still waited out."""
+    native_refusal_seconds: float = Field(3600.0, ge=0)
+    """After the Bot API refuses drafts (an older self-hosted server, a method error), how long replies edit
+    before drafts are tried again, in seconds."""
 
 
 class DiscordSettings(BaseModel):
@@ -266,6 +275,12 @@ class SlackSettings(BaseModel):
     public_url: str | None = None
     """Where Slack reaches Parley's web server in HTTP mode; ``parley slack-manifest`` uses it for the request
     URLs."""
+    native_streaming: bool = True
+    """Stream replies in threads with ``chat.startStream``/``appendStream``/``stopStream``; ``false`` edits
+    with ``chat.update``. See [Native streaming](#native-streaming)."""
+    native_refusal_seconds: float = Field(3600.0, ge=0)
+    """After Slack refuses chat streams (a workspace without the feature, a method error), how long replies
+    edit before streams are tried again, in seconds."""
 
     @field_validator("command_prefix")
     @classmethod

@@ -28,6 +28,16 @@ channel; ephemeral ones (refusals, usage) are ``chat.postEphemeral`` to the call
 command's ``response_url`` where the bot is not in the channel. The core never edits an
 ephemeral message (it sends those once), which Slack could not do anyway.
 
+Native streaming (:class:`ChatStream`): a reply in a thread streams with ``chat.startStream``,
+``chat.appendStream`` (Markdown, at most 12,000 characters a call) and ``chat.stopStream``; in a
+channel the stream names its recipient (the user who asked, and the workspace from
+``auth.test``). Slack's streams need a ``thread_ts``, so a top-level DM, answered at top level as
+before, keeps ``chat.update`` edits; a DM thread streams. ``appendStream`` is a Tier 4 method
+(100+ calls a minute per workspace), so appends are paced at :data:`STREAM_PACING`; start and stop
+post and finish a message and are paced like ``chat.postMessage``, about one a second per
+channel. A refusal is remembered for ``native_refusal_seconds``, for the workspace (the method or
+scope is missing) or for the channel, and the reply goes on with ``chat.update``.
+
 ``send``/``edit`` are single ``chat.postMessage``/``chat.update`` calls: no sleeping, no retries.
 ``ratelimited`` (HTTP 429) becomes ``RateLimited(Retry-After)``, ``msg_too_long`` becomes
 ``MessageTooLong``, anything else ``ConnectorError``. A start that fails half-way (a bad app token)
@@ -58,9 +68,18 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.bounded import BoundedDict, BoundedSet
-from bot.connector import Connector, ConnectorLimits, HttpRoutes, InboundSink, SentMessage, stop_on_failure
+from bot.connector import (
+    Connector,
+    ConnectorLimits,
+    HttpRoutes,
+    InboundSink,
+    NativeStream,
+    Refusals,
+    SentMessage,
+    stop_on_failure,
+)
 from bot.conversation import Attachment, ConversationKey, Destination, IncomingMessage, Quote
-from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, RateLimited
+from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, NativeRefused, RateLimited
 from bot.pacing import Pacing
 from bot.settings import SlackSettings
 from connectors.slack.inbound import (
@@ -101,6 +120,29 @@ ROOT_LOOKUP_TIMEOUT = 1.5
 MAX_TIMESTAMP_DIGITS = 12
 NOT_A_MEMBER = frozenset({"not_in_channel", "channel_not_found"})
 """What Slack answers a post to a channel the bot cannot see; a command there is answered via its response_url."""
+STREAM_PACING = Pacing(min_interval=0.6)
+"""Appends to one stream: ``chat.appendStream`` is Tier 4, "100+ per minute" per workspace
+(docs.slack.dev/reference/methods/chat.appendStream, docs.slack.dev/apis/web-api/rate-limits)."""
+STREAM_CHUNK = 12_000
+"""``markdown_text`` per stream call: "Limit this field to 12,000 characters" (chat.*Stream)."""
+WORKSPACE_REFUSALS = frozenset(
+    {
+        "unknown_method",
+        "method_deprecated",
+        "deprecated_endpoint",
+        "not_allowed_token_type",
+        "missing_scope",
+        "access_denied",
+        "accesslimited",
+        "enterprise_is_restricted",
+        "team_access_not_granted",
+    }
+)
+"""Stream errors that mean the workspace (or token) has no chat streams at all; others are
+remembered for the channel only."""
+NOT_STREAMING = "message_not_in_streaming_state"
+STREAMING_CONFLICT = "streaming_state_conflict"
+"""``chat.update`` on a message that is still streaming (e.g. one a crash left open)."""
 
 
 async def _nothing() -> None:
@@ -201,6 +243,9 @@ class SlackConnector(Connector):
         self._roots: BoundedDict[tuple[str, str], tuple[str, str, str]] = BoundedDict(1024, ttl=3600)
         """A thread's root by ``(channel, thread_ts)``: its author's id and name and its text (``""``
         for the id when it is not to be quoted: the bot's, or one that mentions it)."""
+        self.native_streaming = settings.native_streaming
+        self.refusals = Refusals(settings.native_refusal_seconds)
+        self.team_id: str | None = None
 
     # lifecycle
 
@@ -222,6 +267,8 @@ class SlackConnector(Connector):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _map_error(exc, "auth.test") from exc
         self._identity = BotIdentity(str(auth["user_id"]), auth.get("bot_id"))
+        team = auth.get("team_id")
+        self.team_id = str(team) if team else None
         log.info("slack: signed in as %s (%s)", auth.get("user"), self._identity.user_id)
         if self._app_token is not None:
             await self._connect_socket(self._app_token)
@@ -511,10 +558,42 @@ class SlackConnector(Connector):
         return SentMessage(id=str(response["ts"]), destination=destination)
 
     async def edit(self, message: SentMessage, text: str) -> None:
+        channel = message.destination.channel
         try:
-            await self.client.chat_update(channel=message.destination.channel, ts=message.id, text=to_mrkdwn(text))
+            try:
+                await self.client.chat_update(channel=channel, ts=message.id, text=to_mrkdwn(text))
+            except SlackApiError as exc:
+                if exc.response.get("error") != STREAMING_CONFLICT:
+                    raise
+                # Still streaming (a reply cut off by a crash): end the stream, then edit it.
+                await self.client.chat_stopStream(channel=channel, ts=message.id)
+                await self.client.chat_update(channel=channel, ts=message.id, text=to_mrkdwn(text))
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
             raise _map_error(exc, "chat.update") from exc
+
+    def native_stream(self, destination: Destination) -> NativeStream | None:
+        """A chat stream where there is a thread (and, in a channel, a known recipient)."""
+        channel, thread = destination.channel, destination.thread
+        if not self.native_streaming or thread is None or destination.ephemeral:
+            return None
+        if self.refusals.active() or self.refusals.active(channel):
+            return None
+        if not is_direct_channel(channel) and (destination.user is None or self.team_id is None):
+            return None  # a channel stream must name its recipient
+        return ChatStream(self, destination)
+
+    def _stream_error(
+        self, exc: SlackApiError | aiohttp.ClientError | TimeoutError, method: str, channel: str
+    ) -> ConnectorError:
+        """A stream call's error: rate limits and network trouble as usual, anything else a refusal
+        (remembered for the workspace or for ``channel``)."""
+        mapped = _map_error(exc, method)
+        if not isinstance(exc, SlackApiError) or isinstance(mapped, RateLimited):
+            return mapped
+        error = str(exc.response.get("error", ""))
+        if error != NOT_STREAMING:  # that one is about one message, not the feature
+            self.refusals.note("" if error in WORKSPACE_REFUSALS else channel)
+        return NativeRefused(f"Slack {method} refused: {error or exc}")
 
     async def _send_ephemeral(self, destination: Destination, handle: CommandHandle, text: str) -> SentMessage:
         """Show ``text`` to the command's caller only; it cannot be edited afterwards."""
@@ -543,6 +622,94 @@ class SlackConnector(Connector):
         if response.status_code != 200:
             log.warning("slack: response_url answered HTTP %s: %s", response.status_code, response.body)
         return response.status_code == 200
+
+
+class ChatStream(NativeStream):
+    """One message of a reply streamed into a thread with Slack's ``chat.*Stream`` methods.
+
+    Slack appends; it cannot take text back. Text that no longer extends what was appended (a
+    rollover cut shorter) waits for :meth:`finish`, which then stops the stream unsettled, and
+    the core sets the message's text with ``chat.update``.
+    """
+
+    pacing = STREAM_PACING
+
+    def __init__(self, connector: SlackConnector, destination: Destination) -> None:
+        self._connector = connector
+        self._destination = destination
+        self._appended = ""
+
+    @property
+    def _client(self) -> AsyncWebClient:
+        return self._connector.client
+
+    def _refused(self, exc: SlackApiError | aiohttp.ClientError | TimeoutError, method: str) -> ConnectorError:
+        return self._connector._stream_error(exc, method, self._destination.channel)
+
+    async def start(self) -> None:
+        destination = self._destination
+        assert destination.thread is not None
+        user = team = None
+        if not is_direct_channel(destination.channel):  # "Required when streaming to channels"
+            user, team = destination.user, self._connector.team_id
+        try:
+            response = await self._client.chat_startStream(
+                channel=destination.channel,
+                thread_ts=destination.thread,
+                recipient_user_id=user,
+                recipient_team_id=team,
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise self._refused(exc, "chat.startStream") from exc
+        self.message = SentMessage(id=str(response["ts"]), destination=destination)
+        if not is_direct_channel(destination.channel):
+            self._connector._threads.add((destination.channel, destination.thread))
+
+    def _ts(self) -> str:
+        assert self.message is not None, "start() first"
+        return self.message.id
+
+    async def _append(self, text: str) -> None:
+        for at in range(0, len(text), STREAM_CHUNK):
+            chunk = text[at : at + STREAM_CHUNK]
+            try:
+                await self._client.chat_appendStream(
+                    channel=self._destination.channel, ts=self._ts(), markdown_text=chunk
+                )
+            except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+                raise self._refused(exc, "chat.appendStream") from exc
+            self._appended += chunk
+
+    async def update(self, text: str) -> None:
+        if text.startswith(self._appended) and len(text) > len(self._appended):
+            await self._append(text[len(self._appended) :])
+
+    async def finish(self, text: str) -> SentMessage:
+        extends = text.startswith(self._appended)
+        if extends and len(text) - len(self._appended) > STREAM_CHUNK:
+            await self._append(text[len(self._appended) : len(text) - STREAM_CHUNK])
+        last = text[len(self._appended) :] if extends else ""
+        try:
+            await self._client.chat_stopStream(
+                channel=self._destination.channel, ts=self._ts(), markdown_text=last or None
+            )
+        except (SlackApiError, aiohttp.ClientError, TimeoutError) as exc:
+            raise self._refused(exc, "chat.stopStream") from exc
+        assert self.message is not None
+        self.settled = extends  # otherwise the core sets the text with chat.update
+        return self.message
+
+    async def abandon(self, shown: str) -> SentMessage | None:
+        if self.message is None:
+            return None
+        try:
+            await self._client.chat_stopStream(channel=self._destination.channel, ts=self.message.id)
+        except SlackApiError as exc:
+            if exc.response.get("error") != NOT_STREAMING:
+                raise _map_error(exc, "chat.stopStream") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _map_error(exc, "chat.stopStream") from exc
+        return self.message
 
 
 def _refuse(status: int, error: str, why: str) -> web.Response:

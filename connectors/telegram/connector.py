@@ -27,6 +27,16 @@ No PTB rate limiter is installed; a 429 becomes :class:`~bot.errors.RateLimited`
 Text is sent as HTML rendered from the Markdown (:mod:`connectors.telegram.render`); when Telegram
 refuses the entities, or the rendering would not fit, the Markdown itself goes out as plain text,
 so no text is lost to formatting.
+
+Native streaming (:class:`DraftStream`): in a private chat each message of a reply is streamed as a
+draft (``sendMessageDraft``, Bot API 9.3; open to every bot since PTB 22.7): an empty draft shows
+"Thinking...", later ones with the same ``draft_id`` are animated, and the final text is sent with
+``sendMessage`` (rendered as above), since a draft is only an ephemeral preview of about 30 s.
+Telegram's documentation gives drafts no rate limit of their own; they are paced by
+``PARLEY_TELEGRAM__DRAFT_INTERVAL`` per chat and count towards the bot-wide 30 per second. Groups
+keep edits: drafts are for private chats only. A refusal (a Bot API server without the method
+answers 404, others 400) is remembered for ``native_refusal_seconds``, and the reply goes on by
+editing.
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dtm
 import logging
+import random
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -49,13 +60,21 @@ from telegram import (
     Update,
 )
 from telegram.constants import ChatAction, MessageLimit, ParseMode
-from telegram.error import BadRequest, InvalidToken, RetryAfter, TelegramError
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError
 from telegram.ext import Application, ApplicationBuilder, ContextTypes, MessageHandler, filters
 from telegram.warnings import PTBDeprecationWarning
 
-from bot.connector import Connector, ConnectorLimits, InboundSink, SentMessage, stop_on_failure
+from bot.connector import (
+    Connector,
+    ConnectorLimits,
+    InboundSink,
+    NativeStream,
+    Refusals,
+    SentMessage,
+    stop_on_failure,
+)
 from bot.conversation import Attachment, Destination
-from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, RateLimited
+from bot.errors import ConfigError, ConnectorError, FileTooLarge, MessageTooLong, NativeRefused, RateLimited
 from bot.pacing import Pacing
 from bot.settings import TelegramSettings
 from connectors.telegram.commands import ChatAdmins, CommandNames, TypedCommand, parse_command, telegram_admins
@@ -76,6 +95,10 @@ DEFAULT_API = "https://api.telegram.org"
 TelegramApp = Application[Any, Any, Any, Any, Any, Any]
 BOT_WIDE = Pacing(min_interval=1 / 30, window_calls=30, window_seconds=1.0)
 """Telegram's limit over all chats: about 30 messages per second per bot (the pacer stays below)."""
+DRAFT_REFRESH = 20.0
+"""Seconds after which an unchanged draft is sent again: Telegram shows a draft as "a temporary
+30-second preview" (Bot API, ``sendMessageDraft``)."""
+MAX_DRAFT_ID = 2**31 - 1
 
 
 class StoredBeforeConfirmed(asyncio.Queue[object]):
@@ -153,6 +176,9 @@ class TelegramConnector(Connector):
         self.bot_username = ""
         self.commands = CommandNames({})
         self._chat_admins = ChatAdmins(settings.admin_cache_seconds)
+        self.refusals = Refusals(settings.native_refusal_seconds)
+        # Random start: a restarted bot must not reuse the id of a draft still shown from before.
+        self._draft_id = random.randint(1, MAX_DRAFT_ID)
 
     def _build(self) -> TelegramApp:
         assert self.settings.token is not None
@@ -321,6 +347,17 @@ class TelegramConnector(Connector):
 
     # outgoing
 
+    def native_stream(self, destination: Destination) -> NativeStream | None:
+        """A draft stream in a private chat, unless turned off or recently refused."""
+        if not self.settings.native_streaming or destination.is_group or self.refusals.active():
+            return None
+        return DraftStream(self, destination, self._next_draft_id())
+
+    def _next_draft_id(self) -> int:
+        """Non-zero and new for each streamed message, so drafts of two replies never merge."""
+        self._draft_id = self._draft_id % MAX_DRAFT_ID + 1
+        return self._draft_id
+
     def _bot_app(self) -> TelegramApp:
         if self._app is None:
             raise ConnectorError("telegram: the connector is not running")
@@ -371,22 +408,80 @@ class TelegramConnector(Connector):
         except TelegramError as exc:
             raise _map_error(exc) from exc
 
-    async def _with_fallback(self, call: Callable[[str, str | None], Awaitable[T]], markdown: str) -> T | None:
+    async def _with_fallback(
+        self,
+        call: Callable[[str, str | None], Awaitable[T]],
+        markdown: str,
+        map_error: Callable[[TelegramError], ConnectorError] | None = None,
+    ) -> T | None:
         """Send as HTML; on an entity error (or a rendering too long) send the Markdown as plain text."""
+        map_error = map_error or _map_error
         rendered = to_html(markdown)
         if rendered.strip() and visible_length(rendered) <= MessageLimit.MAX_TEXT_LENGTH:
             try:
                 return await _unless_unchanged(call(rendered, ParseMode.HTML))
             except BadRequest as exc:
                 if not _is(exc, "can't parse entities"):
-                    raise _map_error(exc) from exc
+                    raise map_error(exc) from exc
                 log.warning("telegram: entities refused, sending plain text: %s", exc)
             except TelegramError as exc:
-                raise _map_error(exc) from exc
+                raise map_error(exc) from exc
         try:
             return await _unless_unchanged(call(markdown, None))
         except TelegramError as exc:
-            raise _map_error(exc) from exc
+            raise map_error(exc) from exc
+
+    def _map_draft_error(self, exc: TelegramError) -> ConnectorError:
+        """A draft's error: waits and network trouble as for messages; anything else is a refusal,
+        remembered (a Bot API server without the method answers 404, which PTB calls InvalidToken)."""
+        if isinstance(exc, RetryAfter) or (isinstance(exc, NetworkError) and not isinstance(exc, BadRequest)):
+            return _map_error(exc)  # PTB's BadRequest is a NetworkError, but Telegram refused the call
+        self.refusals.note()
+        return NativeRefused(f"telegram: sendMessageDraft refused: {exc}")
+
+
+class DraftStream(NativeStream):
+    """One message of a reply to a private chat, streamed as Telegram drafts of one ``draft_id``."""
+
+    refresh = DRAFT_REFRESH
+    shows_status = True
+
+    def __init__(self, connector: TelegramConnector, destination: Destination, draft_id: int) -> None:
+        self._connector = connector
+        self._destination = destination
+        self.draft_id = draft_id
+        self.pacing = Pacing(min_interval=connector.settings.draft_interval)
+
+    async def _draft(self, markdown: str) -> None:
+        bot = self._connector._bot_app().bot
+        thread = int(self._destination.thread) if self._destination.thread else None
+        chat = int(self._destination.channel)
+
+        async def draft(body: str, parse_mode: str | None) -> None:
+            await bot.send_message_draft(
+                chat_id=chat, draft_id=self.draft_id, text=body, message_thread_id=thread, parse_mode=parse_mode
+            )
+
+        if not markdown.strip():
+            try:
+                await draft("", None)  # Telegram shows "Thinking..."
+            except TelegramError as exc:
+                raise self._connector._map_draft_error(exc) from exc
+            return
+        await self._connector._with_fallback(draft, markdown, self._connector._map_draft_error)
+
+    async def start(self) -> None:
+        await self._draft("")
+
+    async def update(self, text: str) -> None:
+        await self._draft(text)
+
+    async def finish(self, text: str) -> SentMessage:
+        # The draft is only a preview: the message itself is sent, rendered like any other.
+        return await self._connector.send(self._destination, text)
+
+    async def abandon(self, shown: str) -> SentMessage | None:
+        return None  # a draft is no message to edit: the core posts one and edits it
 
 
 async def _unless_unchanged(call: Awaitable[T]) -> T | None:

@@ -57,8 +57,9 @@ def channel_message(text: str, ts: str, **extra: Any) -> dict[str, Any]:
 
 
 def assert_paced(slack: FakeSlack, channel: str) -> None:
-    """About one call per second per channel: no two accepted chat calls closer than 0.9 s."""
-    times = [c.at for c in slack.chat_calls(channel) if not c.rejected]
+    """About one call per second per channel: no two accepted chat calls closer than 0.9 s (appends
+    to a chat stream are Tier 4 and paced apart)."""
+    times = [c.at for c in slack.chat_calls(channel) if not c.rejected and c.method != "chat.appendStream"]
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.9 for gap in gaps), gaps
 
@@ -121,7 +122,8 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
         assert turns[0].role == "user"
         posts = slack.posted("C1", any_thread=True)
         assert [p.thread_ts for p in posts] == [ts]  # one reply, in a new thread under the mention
-        assert posts[0].text == to_mrkdwn(turns[1].text)
+        assert posts[0].markdown  # streamed with chat.startStream/appendStream/stopStream
+        assert posts[0].text == turns[1].text
 
         # A reply in that thread needs no mention and continues the same shared conversation.
         await slack.send_event(channel_message("Another one please", "1700000007.000700", thread_ts=ts, user="U3"))
@@ -137,8 +139,8 @@ async def test_mention_answered_once_in_a_thread_that_continues(make_settings: M
         ]
         posts = slack.posted("C1", any_thread=True)
         assert [p.thread_ts for p in posts] == [ts, ts]
-        assert posts[1].text == to_mrkdwn(turns[3].text)
-        assert len(slack.calls_to("chat.postMessage")) == 2
+        assert posts[1].text == turns[3].text
+        assert len(slack.calls_to("chat.startStream")) == 2
         assert_paced(slack, "C1")
         assert slack.rejected == []
         assert len(slack.acks) >= 9  # every envelope acknowledged, answered or not

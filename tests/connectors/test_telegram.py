@@ -45,9 +45,12 @@ def fake(fake_telegram: FakeTelegram) -> FakeTelegram:
     return fake_telegram
 
 
-def settings_for(make_settings: MakeSettings, fake: FakeTelegram, **engine: Any) -> Settings:
+def settings_for(make_settings: MakeSettings, fake: FakeTelegram, *, native: bool = True, **engine: Any) -> Settings:
+    """``native=False`` streams private chats by editing, as groups are (for tests of edits)."""
     return make_settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1, group_edit_interval=1.0),
+        telegram=TelegramSettings(
+            token=TOKEN, base_url=fake.url, poll_timeout=1, group_edit_interval=1.0, native_streaming=native
+        ),
         web={"enabled": False},
         engine=engine,
     )
@@ -105,16 +108,18 @@ def test_markdown_renders_to_telegram_html() -> None:
     assert to_html("**unclosed") == "**unclosed"
 
 
-async def test_private_chat_on_the_real_model_streams_with_edits(
+async def test_private_chat_on_the_real_model_streams_as_drafts(
     make_settings: MakeSettings, fake: FakeTelegram
 ) -> None:
-    """End to end: the bundled model's words, streamed into one reply."""
+    """End to end: the bundled model's words, streamed as drafts into one reply sent once."""
     async with make_app(settings_for(make_settings, fake), real_engine=True) as app:
         assert app.status()["telegram"] == "running"
         asked = fake.push(PRIVATE, "Tell me about the history of the bicycle.")
         turn, sent = await answered(app.store, fake, private_key(), PRIVATE, asked)
     (message,) = sent
-    assert message.edits >= 1
+    assert message.edits == 0
+    assert fake.drafts_to(PRIVATE.id)
+    assert len([c for c in fake.calls if c.method == "sendMessage"]) == 1
     assert message.text == parse_html(to_html(turn.text))
     assert turn.message_ids == (str(message.message_id),)
     assert any(c.method == "sendChatAction" for c in fake.calls)
@@ -159,7 +164,7 @@ async def test_retry_after_on_edit_delays_but_keeps_final_text(make_settings: Ma
     fake.fail(
         "editMessageText", code=429, description="Too Many Requests: retry after 2", parameters={"retry_after": 2}
     )
-    async with make_app(settings_for(make_settings, fake)) as app:
+    async with make_app(settings_for(make_settings, fake, native=False)) as app:
         asked = fake.push(PRIVATE, "Write a short poem about the sea.")
         turn, sent = await answered(app.store, fake, private_key(), PRIVATE, asked)
     assert sent[-1].text == turn.text == "You said: Write a short poem about the sea."
@@ -207,7 +212,7 @@ async def test_long_answer_continues_in_new_messages(make_settings: MakeSettings
 
 async def test_second_message_is_queued_behind_running_reply(make_settings: MakeSettings, fake: FakeTelegram) -> None:
     engine = ScriptedEngine(lambda m: essay(60) if "prime" in m[-1].content else echo(m), delay=0.03)
-    async with make_app(settings_for(make_settings, fake, max_tokens=96), engine) as app:
+    async with make_app(settings_for(make_settings, fake, native=False, max_tokens=96), engine) as app:
         first = fake.push(PRIVATE, "What is a prime number?")
         await wait_until(lambda: fake.replies_to(PRIVATE.id, first), what="the first reply")
         second = fake.push(PRIVATE, "And what is a composite number?")

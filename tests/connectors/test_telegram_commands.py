@@ -196,7 +196,8 @@ async def test_update_sent_during_shutdown_waits_for_the_next_run(
     connector = app.connectors[0]
     try:
         first = fake.push(PRIVATE, "Write a long story about a dragon and a knight.")
-        await wait_until(lambda: fake.replies_to(PRIVATE.id, first) and app.chat.running, what="the first reply")
+        # A private chat streams drafts: the reply's message comes with its final text.
+        await wait_until(lambda: fake.drafts_to(PRIVATE.id) and app.chat.running, what="the first reply")
         stopping = asyncio.create_task(app.stop())
         await wait_until(lambda: connector.status() != "running", 10, what="intake paused")
         assert app.chat.running  # the reply is still being written while intake is paused

@@ -25,6 +25,17 @@ Files: :meth:`FakeSlack.file` stores one and returns the file object an event's 
 (``url_private_download`` on the fake, ``/files-pri/T1-<id>/download/<name>``). As on Slack, the
 download needs the bot token as ``Authorization: Bearer`` and its ``files:read`` scope; without
 them the answer is the sign-in page (200, ``text/html``). Each served file is recorded in :attr:`FakeSlack.downloads`.
+
+Chat streams as documented: ``chat.startStream`` needs ``channel`` and ``thread_ts`` and, outside
+a DM, ``recipient_user_id`` and ``recipient_team_id`` (else ``missing_recipient_user_id`` /
+``…_team_id``); ``chat.appendStream`` needs ``markdown_text``; every ``markdown_text`` takes at
+most 12,000 characters; appending to or stopping a message that is not streaming is
+``message_not_in_streaming_state``, and ``chat.update`` of one that is, ``streaming_state_conflict``.
+Start and stop post and finish a message, so they keep the per-channel ``min_gap``; appends are
+Tier 4 and limited to ``appends_per_minute`` (100) per workspace in any 60 s instead. A streamed
+message keeps its Markdown (``Posted.markdown``). ``refuse_streams`` (an error such as
+``unknown_method``) refuses every stream method, as a workspace without the feature would;
+:meth:`FakeSlack.fail` makes the next call(s) of one method fail with an error.
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ from connectors.slack.manifest import BOT_SCOPES
 
 UPDATE_LIMIT = 4000
 POST_LIMIT = 40000
+STREAM_TEXT_LIMIT = 12000
+STREAM_METHODS = frozenset({"chat.startStream", "chat.appendStream", "chat.stopStream"})
 
 
 @dataclass
@@ -91,6 +104,11 @@ class Posted:
     thread_ts: str | None
     text: str
     history: list[str] = field(default_factory=list)
+    streaming: bool = False
+    markdown: bool = False
+    """The text is Markdown (a chat stream's ``markdown_text``), not mrkdwn."""
+    recipient: tuple[str, str] | None = None
+    """A stream's ``(recipient_user_id, recipient_team_id)``."""
 
 
 class FakeSlack:
@@ -106,6 +124,8 @@ class FakeSlack:
         strict: bool = True,
         min_gap: float | None = None,
         echo: bool = True,
+        refuse_streams: str | None = None,
+        appends_per_minute: int = 100,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -114,6 +134,9 @@ class FakeSlack:
         self.strict = strict
         self.min_gap = min_gap if min_gap is not None else (0.9 if strict else 0.5)
         self.echo = echo
+        self.refuse_streams = refuse_streams
+        self.appends_per_minute = appends_per_minute
+        self._failures: dict[str, list[str]] = {}
         self.scopes: list[str] = list(BOT_SCOPES)
         """The bot token's scopes, sent as ``x-oauth-scopes`` (auth.test): as if installed from Parley's manifest."""
         self.calls: list[Call] = []
@@ -184,6 +207,10 @@ class FakeSlack:
     def posted(self, channel: str, thread_ts: str | None = None, *, any_thread: bool = False) -> list[Posted]:
         return [m for m in self.messages.values() if m.channel == channel and (any_thread or m.thread_ts == thread_ts)]
 
+    def fail(self, method: str, error: str, *, times: int = 1) -> None:
+        """Answer the next ``times`` calls of ``method`` with ``{"ok": false, "error": error}``."""
+        self._failures.setdefault(method, []).extend([error] * times)
+
     def rate_limit(self, method: str, *, times: int = 1, retry_after: float = 1) -> None:
         """Answer the next ``times`` calls of ``method`` with 429 and ``Retry-After``."""
         self._forced.setdefault(method, []).extend([retry_after] * times)
@@ -236,6 +263,9 @@ class FakeSlack:
         forced = self._forced.get(method)
         if forced:
             return self._limited(call, forced.pop(0))
+        failures = self._failures.get(method)
+        if failures:
+            return self._error(call, failures.pop(0))
         handler = {
             "auth.test": self._auth_test,
             "apps.connections.open": self._connections_open,
@@ -244,16 +274,26 @@ class FakeSlack:
             "chat.update": self._update,
             "chat.postEphemeral": self._post_ephemeral,
             "conversations.replies": self._replies,
+            "chat.startStream": self._start_stream,
+            "chat.appendStream": self._append_stream,
+            "chat.stopStream": self._stop_stream,
         }.get(method)
         if handler is None:
             return self._error(call, "unknown_method")
+        if method in STREAM_METHODS and self.refuse_streams:
+            return self._error(call, self.refuse_streams)
         if method.startswith("chat."):
             channel = str(params.get("channel", ""))
             if channel in self.not_member:
                 return self._error(call, "not_in_channel")
-            last = self._last_accepted.get(channel)
-            if last is not None and call.at - last < self.min_gap:
-                return self._limited(call, 1)
+            if method == "chat.appendStream":
+                window = [c for c in self.calls_to(method) if not c.rejected and c is not call and c.at > call.at - 60]
+                if len(window) >= self.appends_per_minute:
+                    return self._limited(call, 1)
+            else:
+                last = self._last_accepted.get(channel)
+                if last is not None and call.at - last < self.min_gap:
+                    return self._limited(call, 1)
         return handler(call)
 
     def _error(self, call: Call, error: str) -> web.Response:
@@ -356,12 +396,74 @@ class FakeSlack:
         posted = self.messages.get(ts)
         if posted is None or posted.channel != call.params.get("channel"):
             return self._error(call, "message_not_found")
+        if posted.streaming:
+            return self._error(call, "streaming_state_conflict")
         if len(text) > UPDATE_LIMIT:
             return self._error(call, "msg_too_long")
         posted.text = text
+        posted.markdown = False
         posted.history.append(text)
         self._last_accepted[posted.channel] = call.at
         return web.json_response({"ok": True, "channel": posted.channel, "ts": ts, "text": text})
+
+    def _start_stream(self, call: Call) -> web.Response:
+        params = call.params
+        channel, thread = str(params.get("channel", "")), str(params.get("thread_ts") or "")
+        if not channel:
+            return self._error(call, "channel_not_found")
+        if not thread or thread == "0":
+            return self._error(call, "invalid_thread_ts")
+        recipient = None
+        if not channel.startswith("D"):  # "Required when streaming to channels"
+            user, team = params.get("recipient_user_id"), params.get("recipient_team_id")
+            if not user:
+                return self._error(call, "missing_recipient_user_id")
+            if not team:
+                return self._error(call, "missing_recipient_team_id")
+            recipient = (str(user), str(team))
+        text = str(params.get("markdown_text") or "")
+        if len(text) > STREAM_TEXT_LIMIT:
+            return self._error(call, "msg_too_long")
+        number = next(self._ts)
+        ts = f"{1800000000 + number}.{number:06d}"
+        posted = Posted(channel, ts, thread, text, [text], streaming=True, markdown=True, recipient=recipient)
+        self.messages[ts] = posted
+        self._last_accepted[channel] = call.at
+        self._echo(posted)
+        return web.json_response({"ok": True, "channel": channel, "ts": ts})
+
+    def _streaming(self, call: Call) -> Posted | web.Response:
+        posted = self.messages.get(str(call.params.get("ts", "")))
+        if posted is None or posted.channel != call.params.get("channel"):
+            return self._error(call, "message_not_found")
+        if not posted.streaming:
+            return self._error(call, "message_not_in_streaming_state")
+        text = call.params.get("markdown_text")
+        if text is not None and len(str(text)) > STREAM_TEXT_LIMIT:
+            return self._error(call, "msg_too_long")
+        return posted
+
+    def _append_stream(self, call: Call) -> web.Response:
+        posted = self._streaming(call)
+        if isinstance(posted, web.Response):
+            return posted
+        text = str(call.params.get("markdown_text") or "")
+        if not text:
+            return self._error(call, "no_text")
+        posted.text += text
+        posted.history.append(posted.text)
+        return web.json_response({"ok": True, "channel": posted.channel, "ts": posted.ts})
+
+    def _stop_stream(self, call: Call) -> web.Response:
+        posted = self._streaming(call)
+        if isinstance(posted, web.Response):
+            return posted
+        posted.text += str(call.params.get("markdown_text") or "")
+        posted.history.append(posted.text)
+        posted.streaming = False
+        self._last_accepted[posted.channel] = call.at
+        message = {"text": posted.text, "ts": posted.ts, "type": "message", "bot_id": self.bot_id}
+        return web.json_response({"ok": True, "channel": posted.channel, "ts": posted.ts, "message": message})
 
     def _echo(self, posted: Posted) -> None:
         """Slack tells the app about its own messages too; the bot must ignore them."""

@@ -3,7 +3,7 @@
 It speaks ``POST /bot<TOKEN>/<method>`` (form, multipart or JSON bodies) and answers
 ``{"ok": true, "result": ...}`` or Telegram's error shape. Methods: getMe, getWebhookInfo, deleteWebhook,
 getUpdates (long poll; updates stay until confirmed by a later ``offset``), sendMessage,
-editMessageText, sendChatAction, setMyCommands (checked like Telegram does; the menus are kept per
+editMessageText, sendMessageDraft, sendChatAction, setMyCommands (checked like Telegram does; the menus are kept per
 scope in :attr:`FakeTelegram.menus`), getChatMember and getChatAdministrators (members' statuses come
 from :attr:`FakeTelegram.members`), deleteMessage.
 
@@ -25,6 +25,15 @@ What tests need from it:
 - files: :meth:`FakeTelegram.push` sends a document or a photo (its caption is the text); the bot gets
   it like from Telegram, with ``getFile`` (refused past 20 MB: "file is too big") and then
   ``GET /file/bot<TOKEN>/<file_path>``; :attr:`FakeTelegram.downloads` records each file served.
+
+Drafts (``sendMessageDraft``) are what the Bot API documents: private chats only, a non-zero
+``draft_id``, text of 0 to 4096 characters after entity parsing (empty shows "Thinking..."),
+an ephemeral preview that is gone 30 s after the last draft or once a message is sent to the chat
+(:meth:`FakeTelegram.visible_draft`); they are no messages, so a reply needs a final
+``sendMessage``. Each is recorded in :attr:`FakeTelegram.drafts`. Telegram documents no draft
+limit of its own: drafts count towards the bot-wide ``total_per_second`` and any ``retry_after``,
+and ``draft_min_gap`` can set one per chat. ``refuse_drafts`` is a Bot API server from before
+the method: it answers 404 "method not found".
 """
 
 from __future__ import annotations
@@ -45,6 +54,11 @@ BOT_ID = 777000
 BOT_USERNAME = "parley_test_bot"
 TOKEN = "777000:TEST-token"
 PACED = {"sendMessage", "editMessageText"}
+DRAFT = "sendMessageDraft"
+COUNTED = PACED | {DRAFT}
+"""Calls that count towards the bot-wide limit."""
+DRAFT_SECONDS = 30.0
+"""How long a draft stays visible: "a temporary 30-second preview" (Bot API)."""
 _TAGS = {"b", "strong", "i", "em", "u", "ins", "s", "strike", "del", "a", "code", "pre", "blockquote", "tg-spoiler"}
 _JSON_FIELDS = {
     "reply_parameters",
@@ -145,6 +159,18 @@ class BotMessage:
 
 
 @dataclass
+class Draft:
+    chat_id: int
+    draft_id: int
+    text: str
+    """What the user sees (entities parsed); empty shows "Thinking..."."""
+    source: str
+    parse_mode: str | None
+    thread: int | None
+    at: float
+
+
+@dataclass
 class Fault:
     method: str
     code: int
@@ -175,7 +201,12 @@ class FakeTelegram:
     """Sends/edits over all chats in any second (default 30 strict, unlimited otherwise)."""
     redeliver: bool = True
     """Whether fetched updates stay until confirmed by a later ``offset`` (the real Bot API)."""
+    refuse_drafts: bool = False
+    """A Bot API server without ``sendMessageDraft``: 404 "Not Found: method not found"."""
+    draft_min_gap: float | None = None
+    """Seconds between two drafts to one chat (Telegram documents none: ``None``)."""
     calls: list[Call] = field(default_factory=list)
+    drafts: list[Draft] = field(default_factory=list)
     messages: dict[tuple[int, int], BotMessage] = field(default_factory=dict)
     updates: list[dict[str, Any]] = field(default_factory=list)
     """Updates not fetched yet (or, with ``redeliver``, not confirmed yet)."""
@@ -336,6 +367,20 @@ class FakeTelegram:
     def refused(self, reason: str | None = None) -> list[Call]:
         return [c for c in self.calls if c.refused is not None and (reason is None or c.refused == reason)]
 
+    def drafts_to(self, chat_id: int) -> list[Draft]:
+        return [d for d in self.drafts if d.chat_id == chat_id]
+
+    def visible_draft(self, chat_id: int, now: float | None = None) -> Draft | None:
+        """The draft the chat shows now: the latest one, unless 30 s passed or a message came after it."""
+        now = time.monotonic() if now is None else now
+        drafts = self.drafts_to(chat_id)
+        if not drafts or now - drafts[-1].at > DRAFT_SECONDS:
+            return None
+        sent = [c.at for c in self.calls if c.method == "sendMessage" and c.chat == chat_id and c.refused is None]
+        if sent and sent[-1] > drafts[-1].at:
+            return None
+        return drafts[-1]
+
     def paced_calls(self, chat_id: int) -> list[Call]:
         return [c for c in self.calls if c.method in PACED and c.chat == chat_id and c.refused is None]
 
@@ -356,10 +401,12 @@ class FakeTelegram:
                     self._blocked[call.chat] = call.at + float(fault.parameters["retry_after"])
                 return _error(fault.code, fault.description, fault.parameters)
         handler = getattr(self, f"_m_{method}", None)
+        if method == DRAFT and self.refuse_drafts:
+            handler = None
         if handler is None:
             call.status, call.refused = 404, "unknown_method"
             return _error(404, "Not Found: method not found")
-        if method in PACED:
+        if method in COUNTED:
             refusal = self._pacing(call)
             if refusal is not None:
                 call.status, call.refused, call.rule = 429, "pacing", refusal
@@ -382,17 +429,22 @@ class FakeTelegram:
             return None
         if call.at < self._blocked.get(chat, 0.0):
             return "blocked"
-        earlier = [c for c in self.paced_calls(chat) if c is not call]
-        if earlier and call.at - earlier[-1].at < self.min_gap:
-            return "gap"
-        if chat < 0 and len([c for c in earlier if c.at > call.at - 60.0]) >= self.group_per_minute:
-            return "group"
+        if call.method == DRAFT:
+            drafts = [c for c in self.calls if c.method == DRAFT and c.chat == chat and c.refused is None]
+            if self.draft_min_gap is not None and drafts and call.at - drafts[-1].at < self.draft_min_gap:
+                return "gap"
+        else:
+            earlier = [c for c in self.paced_calls(chat) if c is not call]
+            if earlier and call.at - earlier[-1].at < self.min_gap:
+                return "gap"
+            if chat < 0 and len([c for c in earlier if c.at > call.at - 60.0]) >= self.group_per_minute:
+                return "group"
         if self.total_per_second is not None:
             writes = 0
             for other in reversed(self.calls):  # in arrival order, so stop at the window's start
                 if other.at <= call.at - 1.0:
                     break
-                writes += other is not call and other.method in PACED and other.refused is None
+                writes += other is not call and other.method in COUNTED and other.refused is None
             if writes >= self.total_per_second:
                 return "total"
         return None
@@ -506,7 +558,7 @@ class FakeTelegram:
         self.fetched.extend(fetched)
         return fetched
 
-    def _text(self, params: dict[str, Any]) -> tuple[str, str, str | None]:
+    def _text(self, params: dict[str, Any], *, empty: bool = False) -> tuple[str, str, str | None]:
         source = str(params.get("text", ""))
         mode = params.get("parse_mode") or None
         text = source
@@ -517,7 +569,7 @@ class FakeTelegram:
                 raise _Refused(400, "entities", f"Bad Request: can't parse entities: {exc}") from None
         elif mode is not None:
             raise _Refused(400, "entities", f"Bad Request: unsupported parse_mode {mode}")
-        if not text.strip():
+        if not text.strip() and not empty:
             raise _Refused(400, "empty", "Bad Request: message text is empty")
         if utf16_len(text) > 4096:
             raise _Refused(400, "too_long", "Bad Request: message is too long")
@@ -534,6 +586,21 @@ class FakeTelegram:
         self._next_message += 1
         self.messages[(chat_id, message.message_id)] = message
         return self._json(message)
+
+    async def _m_sendMessageDraft(self, params: dict[str, Any]) -> Any:
+        chat_id = int(params["chat_id"])
+        if chat_id <= 0:
+            raise _Refused(400, "not_private", "Bad Request: drafts can be sent to private chats only")
+        try:
+            draft_id = int(params.get("draft_id", 0))
+        except ValueError:
+            draft_id = 0
+        if draft_id == 0:
+            raise _Refused(400, "draft_id", "Bad Request: draft_id must be non-zero")
+        text, source, mode = self._text(params, empty=True)
+        thread = int(params["message_thread_id"]) if params.get("message_thread_id") else None
+        self.drafts.append(Draft(chat_id, draft_id, text, source, mode, thread, time.monotonic()))
+        return True
 
     async def _m_editMessageText(self, params: dict[str, Any]) -> Any:
         text, source, mode = self._text(params)
