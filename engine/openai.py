@@ -19,6 +19,10 @@ where it has one. ``start()`` probes once, at the server's root (``base_url`` wi
 A server with none of these (Ollama, hosted APIs) gets an estimate: UTF-8 bytes over a
 bytes-per-token ratio that starts conservative (3) and is learned from each reply's reported
 ``usage.prompt_tokens``.
+
+Every request goes through :class:`Http`, which retries once, on a new connection, a request that
+failed on a pooled connection the server had already closed (llama-server closes the connection
+after each streamed reply, though it announced keep-alive).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -54,6 +61,79 @@ PROMPT_TOKENS = 2
 MARGIN = 0.9
 """A learned ratio is used with this margin, so that a text denser than the average still fits."""
 CACHED_TEXTS = 4096
+
+
+STALE_CONNECTION = (aiohttp.ClientOSError, aiohttp.ClientConnectionResetError, aiohttp.ServerDisconnectedError)
+"""How aiohttp reports writing to, or reading the status from, a connection the server has closed."""
+
+
+class Attempt:
+    """One request's trace context: whether aiohttp gave it a pooled connection."""
+
+    reused = False
+
+
+async def _on_reuse(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: aiohttp.TraceConnectionReuseconnParams
+) -> None:
+    attempt = context.trace_request_ctx
+    if isinstance(attempt, Attempt):
+        attempt.reused = True
+
+
+class Http:
+    """The engine's HTTP client: pooled connections, and one retry when a pooled one was dead.
+
+    A server may close a keep-alive connection while it sits in aiohttp's pool: llama-server sends
+    ``Keep-Alive: timeout=5, max=100`` with a streamed reply and then closes the socket. aiohttp
+    reuses the connection before it sees the close, and the next request fails at once ("Can not
+    write request body", a reset, or ``ServerDisconnectedError``). aiohttp retries that itself only
+    for idempotent methods, and every call here but ``/models`` is a POST.
+
+    So a request is retried once, on a connection of its own (``force_close``: never pooled), when
+    all of these hold: aiohttp took its connection from the pool (the ``on_connection_reuseconn``
+    trace), it failed with one of :data:`STALE_CONNECTION`, and it failed before a response status
+    arrived (inside ``request()``, which returns once the status and headers are read). A failure
+    after that, a timeout, or a failure on a new connection is never retried: the server may have
+    started generating. A POST sent on a dead connection the server had not read is what this
+    retries; a server that crashed after reading it, before answering, is asked once more.
+    """
+
+    def __init__(self, headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> None:
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_reuseconn.append(_on_reuse)
+        self.pooled = aiohttp.ClientSession(headers=headers, timeout=timeout, trace_configs=[trace])
+        self.fresh = aiohttp.ClientSession(
+            headers=headers, timeout=timeout, connector=aiohttp.TCPConnector(force_close=True)
+        )
+
+    @asynccontextmanager
+    async def request(self, method: str, url: str, *, json: Any = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        attempt = Attempt()
+        try:
+            response = await self.pooled.request(method, url, json=json, trace_request_ctx=attempt)
+        except STALE_CONNECTION as exc:
+            # No status came back, so the server answered nothing; on a pooled connection this is
+            # the close it made after a stream, which it made without reading this request.
+            if not attempt.reused or isinstance(exc, aiohttp.ClientConnectorError):
+                raise
+            path = urlsplit(url).path  # not the host: a base URL may carry credentials
+            log.debug("%s %s met a pooled connection the server had closed (%s); retrying once", method, path, exc)
+            response = await self.fresh.request(method, url, json=json)
+        async with response:
+            yield response
+
+    def get(self, url: str) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("GET", url)
+
+    def post(self, url: str, *, json: Any) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self.request("POST", url, json=json)
+
+    async def close(self) -> None:
+        try:
+            await self.pooled.close()
+        finally:
+            await self.fresh.close()
 
 
 def server_root(base_url: str) -> str:
@@ -90,13 +170,13 @@ class Tokenizer(abc.ABC):
     chat_template: bool
     """``count_chat`` counts the whole prompt as the server builds it, template included."""
 
-    def __init__(self, session: aiohttp.ClientSession, root: str, model: str) -> None:
-        self.session = session
+    def __init__(self, http: Http, root: str, model: str) -> None:
+        self.http = http
         self.root = root
         self.model = model
 
     async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        async with self.session.post(self.root + path, json=body) as response:
+        async with self.http.post(self.root + path, json=body) as response:
             if response.status >= 400:
                 raise EngineError(f"{self.root}{path} answered HTTP {response.status}")
             answer = await response.json(content_type=None)
@@ -279,7 +359,7 @@ class OpenAIEngine(Engine):
         """Requests in flight and those waiting their turn, which are told their place in line."""
         self._waits = (0, 0.0)
         """Requests that got a slot, and the seconds they waited for one in all."""
-        self._session: aiohttp.ClientSession | None = None
+        self._http: Http | None = None
         self._state = "stopped"
         self.counter = TokenCounter()
 
@@ -314,9 +394,9 @@ class OpenAIEngine(Engine):
         key = self.settings.api_key
         headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key is not None else {}
         timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=300)
-        self._session = aiohttp.ClientSession(headers=headers, timeout=timeout)
+        self._http = Http(headers, timeout)
         try:
-            async with self._session.get(self._url("/models")) as response:
+            async with self._http.get(self._url("/models")) as response:
                 if response.status >= 400:
                     raise EngineError(f"{self._url('/models')} answered HTTP {response.status}")
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -327,14 +407,14 @@ class OpenAIEngine(Engine):
         except EngineError:
             await self.stop()
             raise
-        self.counter = TokenCounter(await self._find_tokenizer(self._session))
+        self.counter = TokenCounter(await self._find_tokenizer(self._http))
         log.info("counting prompt tokens with %s", self.counter.method)
         self._state = "ready"
 
-    async def _find_tokenizer(self, session: aiohttp.ClientSession) -> Tokenizer | None:
+    async def _find_tokenizer(self, http: Http) -> Tokenizer | None:
         root = server_root(self.settings.base_url)
         for kind in TOKENIZERS:
-            tokenizer = kind(session, root, self.settings.model)
+            tokenizer = kind(http, root, self.settings.model)
             try:
                 async with asyncio.timeout(PROBE_TIMEOUT):
                     found = await tokenizer.probe()
@@ -346,9 +426,9 @@ class OpenAIEngine(Engine):
 
     async def stop(self) -> None:
         self._state = "stopped"
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        if self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
 
     async def count_tokens(self, messages: Sequence[ChatMessage]) -> int:
         return await self.counter.count(messages)
@@ -376,7 +456,7 @@ class OpenAIEngine(Engine):
         return Reply(lambda reply: self._stream(reply, list(messages), params))
 
     async def _stream(self, reply: Reply, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
-        if self._session is None:
+        if self._http is None:
             raise EngineError("the engine is not started")
         prompt, reply.usage.dropped_messages, reply.usage.prompt_tokens = await self.fit(messages, params.max_tokens)
         body: dict[str, Any] = {
@@ -399,7 +479,7 @@ class OpenAIEngine(Engine):
                 return
             try:
                 started = time.perf_counter()
-                async with self._session.post(self._url("/chat/completions"), json=body) as response:
+                async with self._http.post(self._url("/chat/completions"), json=body) as response:
                     await self._check(response)
                     reply.on_cancel.append(response.close)
                     chunks = 0

@@ -262,7 +262,7 @@ async def fake(request: pytest.FixtureRequest) -> AsyncIterator[FakeServer]:
     await runner.cleanup()
 
 
-async def started(fake: FakeServer, **fields: Any) -> OpenAIEngine:
+async def started(fake: FakeServer | ClosingServer, **fields: Any) -> OpenAIEngine:
     engine = OpenAIEngine(openai_settings(fake.url, model="fake", **fields))
     await engine.start()
     return engine
@@ -460,5 +460,196 @@ async def test_requests_beyond_the_concurrency_wait_in_line_and_are_told_their_p
         assert last.eta_seconds is not None
         assert 0.0 <= last.eta_seconds <= 0.5
         assert engine.metrics()["queue_length"] == 0
+    finally:
+        await engine.stop()
+
+
+# llama-server's connections, in raw HTTP/1.1: keep-alive announced, the socket closed after a stream
+
+
+@dataclass
+class ClosingServer:
+    """Speaks HTTP/1.1 on a socket as llama-server does: every answer says ``Keep-Alive: timeout=5,
+    max=100`` and none says ``Connection: close``; a connection carries any number of plain answers,
+    but the server closes it after a streamed chat completion. The close races the client's next
+    request on that connection; here the client always loses: the server waits until that request
+    arrives, then closes without reading or answering it (counted in ``unanswered``).
+
+    ``dialect`` is ``llama.cpp`` (``/tokenize`` and ``/apply-template``) or ``none``. ``chat`` is
+    ``stream``, ``hang-up`` (read the request, close without a status) or ``drop-mid-stream`` (close
+    after the status and one event). ``requests`` holds every request the server read and answered.
+    """
+
+    dialect: str
+    chat: str = "stream"
+    requests: list[tuple[str, Any]] = field(default_factory=list)
+    connections: int = 0
+    unanswered: int = 0
+    url: str = ""
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while (request := await self._read(reader)) is not None:
+                path, body = request
+                if path == "/v1/chat/completions":
+                    if self.chat == "hang-up":
+                        self.requests.append((path, body))
+                        return
+                    await self._stream(writer, body)
+                    if await reader.read(1):  # the client's next request on this connection
+                        self.unanswered += 1
+                    return
+                await self._answer(writer, path, body)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    @staticmethod
+    async def _read(reader: asyncio.StreamReader) -> tuple[str, Any] | None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return None  # the client closed the connection
+        _method, target, _version = head.split(b"\r\n", 1)[0].decode().split(" ")
+        length = 0
+        for line in head.decode().split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        raw = await reader.readexactly(length)
+        return target, json.loads(raw) if raw else None
+
+    @staticmethod
+    def _head(status: str, content_type: str, framing: str) -> bytes:
+        lines = [f"HTTP/1.1 {status}", "Server: llama.cpp", f"Content-Type: {content_type}"]
+        lines += ["Keep-Alive: timeout=5, max=100", framing]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+    async def _answer(self, writer: asyncio.StreamWriter, path: str, body: Any) -> None:
+        status, answer = "200 OK", self._route(path, body)
+        if answer is None:
+            status, answer = "404 Not Found", {"error": {"code": 404, "message": "File Not Found"}}
+        else:
+            self.requests.append((path, body))
+        data = json.dumps(answer).encode()
+        writer.write(self._head(status, "application/json", f"Content-Length: {len(data)}") + data)
+        await writer.drain()
+
+    def _route(self, path: str, body: Any) -> dict[str, Any] | None:
+        if path == "/v1/models":
+            return {"object": "list", "data": [{"id": "x", "object": "model"}]}
+        if self.dialect != "llama.cpp":
+            return None
+        if path == "/tokenize":
+            if "content" not in body:
+                return {"tokens": []}
+            return {"tokens": list(range(tokens(body["content"]) + (1 if body.get("add_special") else 0)))}
+        if path == "/apply-template":
+            return {"prompt": render(body["messages"])}
+        return None
+
+    async def _stream(self, writer: asyncio.StreamWriter, body: Any) -> None:
+        def chunk(event: dict[str, Any] | str) -> bytes:
+            data = b"data: " + (event if isinstance(event, str) else json.dumps(event)).encode() + b"\n\n"
+            return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+        writer.write(self._head("200 OK", "text/event-stream", "Transfer-Encoding: chunked"))
+        writer.write(chunk({"choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}))
+        await writer.drain()
+        if self.chat == "drop-mid-stream":
+            self.requests.append(("/v1/chat/completions", body))
+            raise ConnectionResetError("dropped mid-stream")
+        writer.write(chunk({"choices": [{"index": 0, "delta": {"content": " there"}, "finish_reason": "stop"}]}))
+        usage = {"prompt_tokens": tokens(render(body["messages"])), "completion_tokens": 2}
+        writer.write(chunk({"choices": [], "usage": usage}) + chunk("[DONE]") + b"0\r\n\r\n")
+        await writer.drain()
+        self.requests.append(("/v1/chat/completions", body))
+
+
+@pytest.fixture
+async def closing(request: pytest.FixtureRequest) -> AsyncIterator[ClosingServer]:
+    fake = ClosingServer(*request.param)
+    handlers: set[asyncio.Task[None]] = set()
+
+    def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.create_task(fake.serve(reader, writer))
+        handlers.add(task)
+        task.add_done_callback(handlers.discard)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    fake.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    yield fake
+    server.close()
+    for task in list(handlers):
+        task.cancel()
+    await asyncio.gather(*handlers, return_exceptions=True)
+    await server.wait_closed()
+
+
+def estimated(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "estimating instead" in r.getMessage()]
+
+
+@pytest.mark.parametrize("closing", [("llama.cpp",)], indirect=True)
+async def test_a_server_that_closes_after_each_stream_still_counts_with_its_tokenizer(
+    closing: ClosingServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = await started(closing)
+    try:
+        assert isinstance(engine.counter.tokenizer, LlamaCppTokenizer)
+        assert engine.counter.tokenizer.chat_template
+        messages = conversation(1)
+        for turn in range(4):
+            closing.requests.clear()
+            reply = engine.generate(messages, GREEDY)
+            assert await reply.text() == "Hi there"
+            assert reply.usage.prompt_tokens == true_count(messages)
+            assert closing.paths() == ["/apply-template", "/tokenize", "/v1/chat/completions"]
+            messages = [*messages, ChatMessage("assistant", "Hi there"), ChatMessage("user", f"and {turn}?")]
+        assert await engine.count_tokens(messages) == true_count(messages) + 1  # the server's count, BOS too
+        assert closing.unanswered >= 4  # each count after a stream met the closed connection first
+        assert estimated(caplog) == []
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("closing", [("none",)], indirect=True)
+async def test_a_reply_sent_on_a_connection_the_server_closed_is_sent_again_once(closing: ClosingServer) -> None:
+    engine = await started(closing)
+    try:
+        assert engine.counter.tokenizer is None
+        for _ in range(4):
+            assert await engine.generate(conversation(1), GREEDY).text() == "Hi there"
+        assert closing.paths().count("/v1/chat/completions") == 4  # each generated once
+        assert closing.unanswered == 2  # replies 2 and 4 first went to the connection reply 1 or 3 streamed on
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("closing", [("none", "drop-mid-stream")], indirect=True)
+async def test_a_reply_the_server_drops_after_answering_is_not_sent_again(closing: ClosingServer) -> None:
+    engine = await started(closing)
+    try:
+        with pytest.raises(EngineError, match="mid-reply"):
+            await engine.generate(conversation(1), GREEDY).text()
+        assert closing.paths() == ["/v1/models", "/v1/chat/completions"]
+        assert closing.connections == 1  # the reply reused /models' connection and still was not retried
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("closing", [("none", "hang-up")], indirect=True)
+async def test_a_request_that_fails_before_an_answer_is_retried_at_most_once(closing: ClosingServer) -> None:
+    engine = await started(closing)
+    try:
+        with pytest.raises(EngineError):
+            await engine.generate(conversation(1), GREEDY).text()
+        assert closing.paths() == ["/v1/models", "/v1/chat/completions", "/v1/chat/completions"]
+        assert closing.connections == 2  # /models' pooled connection, then one of its own
     finally:
         await engine.stop()
