@@ -8,7 +8,7 @@ import re
 
 from bot.settings import TelegramSettings
 from tests.conftest import MakeSettings
-from tests.fakes.telegram import TOKEN, Chat, FakeTelegram, parse_html
+from tests.fakes.telegram import TOKEN, Chat, FakeTelegram
 from tests.support import ScriptedEngine, make_app, wait_idle, wait_until
 
 NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
