@@ -161,10 +161,13 @@ async def ask(
     raise RuntimeError("the reply ended without its final event")
 
 
-def client() -> aiohttp.ClientSession:
-    # Long replies under load: no total timeout, and one connection per concurrent conversation.
+def client(*, fresh: bool = False) -> aiohttp.ClientSession:
+    """A session for the benchmarks: no total timeout (long replies under load), one connection per
+    concurrent conversation; ``fresh``: a new connection per request (llama-server closes its
+    connection after a streamed reply while announcing keep-alive, so a pooled one fails)."""
     return aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=None, sock_read=600), connector=aiohttp.TCPConnector(limit=64)
+        timeout=aiohttp.ClientTimeout(total=None, sock_read=600),
+        connector=aiohttp.TCPConnector(limit=64, force_close=fresh),
     )
 
 

@@ -49,7 +49,7 @@ async def complete(http: aiohttp.ClientSession, url: str, model: str, prompt: st
 async def direct(options: Options, url: str, model: str, max_tokens: int) -> dict[int, tuple[float, float]]:
     repeats = 1 if options.quick else 2
     rates: dict[int, list[float]] = {n: [] for n in concurrency.LEVELS}
-    async with client() as http:
+    async with client(fresh=True) as http:
         await complete(http, url, model, FACTUAL[0], 8)
         for _ in range(repeats):
             for n in concurrency.LEVELS:

@@ -352,3 +352,30 @@ async def test_queued_requests_are_told_their_place_as_the_line_moves() -> None:
         await running.text()
     finally:
         await engine.stop()
+
+
+async def test_a_new_conversation_starts_from_the_system_prompt_another_sequence_already_read(
+    engine: LocalEngine,
+) -> None:
+    system = ChatMessage("system", "You are Parley, a patient assistant for the prefix-sharing test. " * 3)
+    first = await engine.generate([system, ChatMessage("user", "Hi.")], SHORT, affinity="prefix-a").text()
+    assert first.strip()
+    before = engine.stats
+    reply = engine.generate([system, ChatMessage("user", "Hello there.")], SHORT, affinity="prefix-b")
+    assert (await reply.text()).strip()
+    change = delta(before, engine.stats)
+    # A new conversation, so a miss; but it started from a copy of prefix-a's system prompt.
+    assert (change["kv_misses"], change["kv_prefix_copies"]) == (1, 1)
+    assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens - 30
+    # prefix-a still has its own KV: its next turn continues from it.
+    before = engine.stats
+    again = [system, ChatMessage("user", "Hi."), ChatMessage("assistant", first), ChatMessage("user", "Again?")]
+    assert (await engine.generate(again, SHORT, affinity="prefix-a").text()).strip()
+    assert delta(before, engine.stats)["kv_hits"] == 1
+
+
+async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: LocalEngine) -> None:
+    await engine.generate(chat("Flo", "Hi."), SHORT, affinity="few-a").text()
+    before = engine.stats
+    await engine.generate(chat("Gus", "Hi."), SHORT, affinity="few-b").text()
+    assert delta(before, engine.stats)["kv_prefix_copies"] == 0
