@@ -21,6 +21,7 @@ MODEL_MODULES = frozenset(
     {
         "test_engine_local.py",
         "test_engine_scheduler.py",
+        "test_sampler.py",
         "test_kv_cache.py",
         "test_engine_openai.py",
         "test_lifecycle.py",
