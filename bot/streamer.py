@@ -223,9 +223,10 @@ class ReplyStreamer:
 
         Paced like every edit and only sent when it changes what is shown; once reply text exists,
         or after the final delivery, it does nothing. A failed edit is logged and left: the reply
-        itself replaces the placeholder anyway. A native stream shows it only if it can replace it
-        with the reply's text afterwards (:attr:`~bot.connector.NativeStream.shows_status`: a
-        Telegram draft can, a Slack stream only appends).
+        itself replaces the placeholder anyway. A native stream shows it if it can replace it with
+        the reply's text afterwards (:attr:`~bot.connector.NativeStream.shows_status`: a Telegram
+        draft can); one that only appends (Slack's) is ended, and the notice and then the reply
+        are written by edits into its message.
         """
         text = text[: self._limit].rstrip()
         if len(self._parts) != 1 or not text or self._progress.text or self.finished:
@@ -235,7 +236,15 @@ class ReplyStreamer:
             if part.stream.shows_status:
                 part.status = text
                 await self._update(part)
-            return
+                return
+            # An append-only stream could not take the notice back: this reply, which waits in line
+            # anyway, is written by edits instead, into the stream's message.
+            log.info("%s: a reply waiting in line in %s edits instead of streaming", self.platform, self._channel)
+            try:
+                await self._leave_stream(part)
+            except ConnectorError as exc:
+                log.info("could not leave the native stream in %s for a queue notice: %s", self._channel, exc)
+                return
         if text == part.shown or part.message is None:
             return
         message = part.message
@@ -429,11 +438,15 @@ class ReplyStreamer:
         await self._edit(part, final=True)
 
     async def _fall_back(self, part: _Part, exc: NativeRefused) -> None:
-        """Carry ``part`` on by editing after its stream was refused: in the stream's message if
-        the platform has one, else in a new message showing the text so far."""
+        """Carry ``part`` on by editing after its stream was refused."""
+        log.warning("%s refused native streaming in %s, editing instead: %s", self.platform, self._channel, exc)
+        await self._leave_stream(part)
+
+    async def _leave_stream(self, part: _Part) -> None:
+        """End ``part``'s stream and carry the rest of the reply on by editing: in the stream's
+        message if the platform has one, else in a new message showing the text so far."""
         stream = part.stream
         assert stream is not None
-        log.warning("%s refused native streaming in %s, editing instead: %s", self.platform, self._channel, exc)
         self._native = False
         part.stream = None
         shown = part.shown
