@@ -41,6 +41,9 @@ STARTED = object()
 """Emitted when a request gets its place (the queue wait is over)."""
 DONE = object()
 """Emitted last, after ``usage`` is complete."""
+MOVE_TOKENS_PER_STEP = 50
+"""A running sequence is moved to close a gap only if the tokens copied are at most this many per
+token its reply may still generate (a move of N tokens costs about what N / 100 steps save)."""
 MIN_SHARED_PREFIX = 16
 """Tokens a copied prefix must save before a sequence is copied for it."""
 COPY_COST_RATIO = 20
@@ -425,7 +428,41 @@ class Scheduler:
         self._counts["kv_restores_" + tier] += 1
         return True
 
+    def _compact(self) -> None:
+        """Close a gap in the sequence ids in use by moving the highest running sequence down.
+
+        Replies end at different times, so the ids still generating drift apart, and llama.cpp
+        makes one pass over the weights per run of consecutive ids: measured here, 4 sequences
+        took 27 ms a step as 0-3 and 44 ms as 0, 2, 4, 6. Moving a sequence (its KV through RAM,
+        about 0.1 ms per token, plus saving the KV a finished conversation kept in the gap) pays
+        for itself within a few steps; it is done only while the reply may still run long enough
+        (:data:`MOVE_TOKENS_PER_STEP`), one move per step.
+        """
+        active = {place.seq for place in self._places if place.job is not None}
+        if _runs(active) <= 1:
+            return
+        top = max(active)
+        target = min((place for place in self._places if place.job is None and place.seq < top), key=lambda p: p.seq)
+        source = self._places[top]
+        job = source.job
+        assert job is not None
+        remaining = job.request.params.max_tokens - job.generated
+        cost = len(source.tokens) + (len(target.tokens) if target.owner is not None else 0)
+        if cost > MOVE_TOKENS_PER_STEP * remaining:
+            return
+        self._evict(target)
+        if not self.context.load(target.seq, self.context.save(source.seq)):
+            log.warning("moving a running sequence to close a gap failed; it stays where it is")
+            self.context.truncate(target.seq, 0)
+            target.tokens = []
+            return
+        target.tokens, target.owner, target.job = list(source.tokens), source.owner, job
+        job.place = target
+        source.job, source.owner = None, None  # its copy stays, unowned, for whoever shares its prefix
+        self._counts["kv_moves"] += 1
+
     def _step(self) -> None:
+        self._compact()
         batch = self._batch
         batch.clear()
         sample: list[tuple[_Job, int]] = []

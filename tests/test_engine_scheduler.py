@@ -379,3 +379,31 @@ async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: Loc
     before = engine.stats
     await engine.generate(chat("Gus", "Hi."), SHORT, affinity="few-b").text()
     assert delta(before, engine.stats)["kv_prefix_copies"] == 0
+
+
+async def test_a_gap_left_by_a_finished_reply_is_closed_by_moving_a_running_one_down() -> None:
+    engine = LocalEngine(engine_settings(parallel=4, repeat_penalty=1.0))
+    await engine.start()
+    try:
+        long = GenerationParams(max_tokens=120, temperature=0.0)
+        # One at a time into a fresh context: sequences 0, 1 and 2.
+        first = engine.generate(chat("Ann", "Count from 1 to 500, one number per line."), long, affinity="gap-a")
+        await first_delta(first)
+        middle = engine.generate(chat("Bo", "Hi."), SHORT, affinity="gap-b")
+        await first_delta(middle)
+        last = engine.generate(chat("Cleo", "Count from 1 to 500, one number per line."), long, affinity="gap-c")
+        await first_delta(last)
+        before = engine.stats
+        await middle.text()  # sequence 1 is free: 0 and 2 would take two passes a step
+        await wait_for(lambda: delta(before, engine.stats)["kv_moves"] >= 1)
+        texts = await asyncio.gather(first.text(), last.text())
+        assert all(text.strip() for text in texts)
+        assert first.usage.finish_reason == last.usage.finish_reason == "length"
+        assert first.usage.completion_tokens == last.usage.completion_tokens == 120
+        # The moved conversation's next turn continues from its KV, wherever it now is.
+        before = engine.stats
+        follow = [*chat("Cleo", "Count from 1 to 500, one number per line.", texts[1]), ChatMessage("user", "Thanks.")]
+        assert (await engine.generate(follow, SHORT, affinity="gap-c").text()).strip()
+        assert delta(before, engine.stats)["kv_hits"] == 1
+    finally:
+        await engine.stop()
