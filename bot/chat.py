@@ -434,12 +434,14 @@ class ChatService:
         delivered before, or the bot is shutting down).
 
         A message not addressed to the bot never reaches the inbox: a listening channel keeps it
-        as context (``bot.listen``), and it is not answered.
+        as context (``bot.listen``), and it is not answered. It passes the plugins' middleware
+        first, as every message does, so a middleware that stops it (a blocked user) keeps it out;
+        notes a middleware tells about it go nowhere, since nobody asked the bot anything.
 
         Messages of one conversation are answered one after the other, in arrival order.
         """
         if not message.addressed:
-            await self.listener.hear(message)
+            await self._overhear(message)
             return False
         if not self.accepting:
             await self.notify(connector, message.destination, SHUTDOWN_NOTICE)
@@ -455,6 +457,21 @@ class ChatService:
             return False
         self._enqueue(InboxEntry(entry, message, InboxState.PENDING), connector)
         return True
+
+    async def _overhear(self, message: IncomingMessage) -> None:
+        if not self.listening(message.platform, message.channel):
+            return
+
+        async def keep(heard: IncomingMessage) -> None:
+            await self.listener.hear(heard)
+
+        async def nobody(_note: str) -> None:
+            return None
+
+        try:
+            await self.guard(message, keep, nobody, False)
+        except Exception:  # chatter: a failing middleware costs this message's context, nothing else
+            log.exception("a message middleware failed on unaddressed %s in %s", message.message_id, message.channel)
 
     async def resume(self, connectors: Sequence[Connector]) -> int:
         """Answer what the inbox holds from before a restart, in order per conversation.

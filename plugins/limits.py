@@ -53,8 +53,8 @@ class Limits:
             return False, None
         if limits.allow_channels and channel not in limits.allow_channels and not message.is_direct:
             return False, None
-        if limits.messages_per_minute <= 0:
-            return True, None
+        if limits.messages_per_minute <= 0 or not message.addressed:
+            return True, None  # chatter a listening channel keeps is not a request: it spends nothing
         return self._spend(user, limits.messages_per_minute / 60.0, limits.burst)
 
     def _spend(self, user: str, rate: float, burst: int) -> tuple[bool, str | None]:
