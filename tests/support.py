@@ -345,3 +345,14 @@ async def wait_last_reply(store: Store, key: ConversationKey, status: TurnStatus
 
     turns = await wait_turns(store, key, last_has_status, timeout, what=f"a {status} reply")
     return [t for t in turns if t.role == "assistant"][-1]
+
+
+QUEUE_NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
+
+
+def queue_position(text: str) -> int | None:
+    """The place in line a queue notice shows (1: next), ``None`` for any other text."""
+    found = QUEUE_NOTICE.match(text)
+    if found is None:
+        return None
+    return 1 if found.group(1) else int(found.group(2))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,17 +16,7 @@ from bot.pacing import Pacing
 from bot.streamer import ReplyStreamer
 from bot.waiting import Line, ReplyTimes, describe, rounded, watch
 from tests.conftest import MakeSettings
-from tests.support import RecordingConnector, ScriptedEngine, make_app, scripted, wait_idle, wait_until
-
-NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
-
-
-def position_in(text: str) -> int | None:
-    """The position a queue notice shows, ``None`` for any other text."""
-    found = NOTICE.match(text)
-    if found is None:
-        return None
-    return 1 if found.group(1) else int(found.group(2))
+from tests.support import RecordingConnector, ScriptedEngine, make_app, queue_position, scripted, wait_idle, wait_until
 
 
 def reply() -> Reply:
@@ -240,15 +229,15 @@ async def test_eight_users_waiting_see_their_place_only_go_down_within_the_platf
     assert len(by_message) == 8
     waited = 0
     for texts in by_message.values():
-        positions = [p for p in map(position_in, texts) if p is not None]
+        positions = [p for p in map(queue_position, texts) if p is not None]
         assert positions == sorted(positions, reverse=True), texts
         waited += bool(positions)
         assert texts[-1] == " ".join(f"w{i}" for i in range(15)), texts  # the answer replaced the notice
         assert all(a != b for a, b in itertools.pairwise(texts)), "no edit repeats the text shown"
     assert waited >= 6, by_message
-    longest = max(by_message.values(), key=lambda texts: len({position_in(t) for t in texts} - {None}))
-    assert len({position_in(t) for t in longest} - {None}) >= 3, longest  # the line moved and it was shown
-    notices = [text for texts in by_message.values() for text in texts if position_in(text) is not None]
+    longest = max(by_message.values(), key=lambda texts: len({queue_position(t) for t in texts} - {None}))
+    assert len({queue_position(t) for t in longest} - {None}) >= 3, longest  # the line moved and it was shown
+    notices = [text for texts in by_message.values() for text in texts if queue_position(text) is not None]
     assert any("about" in text or "under" in text for text in notices), "estimates, once replies were measured"
     # No write broke the platform's limits: length, the gap between calls, the calls per window.
     assert not connector.rejected

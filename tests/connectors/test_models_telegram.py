@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from bot.conversation import ConversationKey
-from bot.settings import TelegramSettings
 from tests.conftest import MakeSettings
-from tests.connectors.test_telegram import PRIVATE, answered
-from tests.fakes.telegram import TOKEN, Chat, FakeTelegram
+from tests.connectors.test_telegram import PRIVATE, answered, telegram_settings
+from tests.fakes.telegram import Chat, FakeTelegram
 from tests.support import ScriptedModels, make_app, wait_until
 
 OTHER = Chat(id=43, type="private")
@@ -22,7 +21,7 @@ async def test_a_model_switch_stays_in_its_chat_and_survives_a_restart(
 ) -> None:
     fake = fake_telegram
     settings = make_settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),
+        telegram=telegram_settings(fake),
         web={"enabled": False},
         models=MODELS,
         limits={"messages_per_minute": 0},

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from bot.conversation import ConversationKey
-from bot.settings import TelegramSettings
 from tests.conftest import MakeSettings
-from tests.connectors.test_telegram import PRIVATE, answered
-from tests.fakes.telegram import TOKEN, Chat, FakeTelegram
+from tests.connectors.test_telegram import PRIVATE, answered, telegram_settings
+from tests.fakes.telegram import Chat, FakeTelegram
 from tests.support import make_app, scripted_engine, wait_until
 
 OTHER = Chat(id=43, type="private")
@@ -17,7 +16,7 @@ async def test_a_persona_and_a_note_apply_to_their_owners_chat_only(
 ) -> None:
     fake = fake_telegram
     settings = make_settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),
+        telegram=telegram_settings(fake),
         web={"enabled": False},
         personas={"pirate": "Talk like a pirate."},
         limits={"messages_per_minute": 0},

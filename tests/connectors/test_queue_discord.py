@@ -3,23 +3,13 @@ and the strict fake (5 message writes per 5 s per channel, sliding; a 429 is a f
 
 from __future__ import annotations
 
-import re
-
-from bot.settings import DiscordSettings
 from tests.conftest import MakeSettings
+from tests.connectors.test_discord import discord_settings
 from tests.fakes.discord import FakeDiscord
-from tests.support import ScriptedEngine, make_app, wait_idle, wait_until
+from tests.support import ScriptedEngine, make_app, queue_position, wait_idle, wait_until
 
-NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
 ANSWER = "Here is your answer, in short."
 WINDOW = 4.9  # the bucket is 5 per 5 s; calls paced exactly 5 s apart may land a few ms closer
-
-
-def position_in(text: str) -> int | None:
-    found = NOTICE.match(text)
-    if found is None:
-        return None
-    return 1 if found.group(1) else int(found.group(2))
 
 
 async def test_eight_users_see_their_place_only_go_down_within_discords_buckets(
@@ -27,9 +17,7 @@ async def test_eight_users_see_their_place_only_go_down_within_discords_buckets(
 ) -> None:
     fake = fake_discord
     settings = make_settings(
-        discord=DiscordSettings(
-            token=fake.token, api_base=fake.api_base, gateway_url=fake.gateway_url, guild_ready_timeout=0.2
-        ),
+        discord=discord_settings(fake),
         web={"enabled": False},
         engine={"max_tokens": 20},
         queue_notice_after=0.5,
@@ -55,9 +43,9 @@ async def test_eight_users_see_their_place_only_go_down_within_discords_buckets(
     assert len(shown) == 8
     waited = 0
     for texts in shown.values():
-        positions = [p for p in map(position_in, texts) if p is not None]
+        positions = [p for p in map(queue_position, texts) if p is not None]
         assert positions == sorted(positions, reverse=True), texts
         waited += bool(positions)
         assert texts[-1] == ANSWER, texts
     assert waited >= 6, shown
-    assert max(len({position_in(t) for t in texts} - {None}) for texts in shown.values()) >= 3, shown
+    assert max(len({queue_position(t) for t in texts} - {None}) for texts in shown.values()) >= 3, shown

@@ -9,22 +9,13 @@ wait in line ends its stream and is written by ``chat.update`` edits instead, no
 from __future__ import annotations
 
 import itertools
-import re
 
-from bot.settings import SlackSettings
 from tests.conftest import MakeSettings
+from tests.connectors.test_slack import socket_settings
 from tests.fakes.slack import FakeSlack
-from tests.support import ScriptedEngine, make_app, wait_idle, wait_until
+from tests.support import ScriptedEngine, make_app, queue_position, wait_idle, wait_until
 
-NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
 ANSWER = " ".join(f"word{i}" for i in range(12))
-
-
-def position_in(text: str) -> int | None:
-    found = NOTICE.match(text)
-    if found is None:
-        return None
-    return 1 if found.group(1) else int(found.group(2))
 
 
 async def test_eight_waiting_slack_users_see_their_place_only_go_down(
@@ -32,7 +23,7 @@ async def test_eight_waiting_slack_users_see_their_place_only_go_down(
 ) -> None:
     slack = fake_slack
     settings = make_settings(
-        slack=SlackSettings(bot_token=slack.bot_token, app_token=slack.app_token, api_url=slack.url),
+        slack=socket_settings(slack),
         web={"enabled": False},
         engine={"max_tokens": 40},
         queue_notice_after=0.5,
@@ -58,7 +49,7 @@ async def test_eight_waiting_slack_users_see_their_place_only_go_down(
     for channel in channels:
         calls = slack.chat_calls(channel)
         shown = [c.params.get("text") or c.params.get("markdown_text") or "" for c in calls]
-        positions = [p for p in map(position_in, shown) if p is not None]
+        positions = [p for p in map(queue_position, shown) if p is not None]
         assert positions == sorted(positions, reverse=True), shown
         waited += bool(positions)
         seen.append(positions)

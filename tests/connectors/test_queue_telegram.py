@@ -4,22 +4,12 @@ refused). Private chats stream as drafts, so the notice is a draft; in groups it
 
 from __future__ import annotations
 
-import re
-
-from bot.settings import TelegramSettings
 from tests.conftest import MakeSettings
-from tests.fakes.telegram import TOKEN, Chat, FakeTelegram
-from tests.support import ScriptedEngine, make_app, wait_idle, wait_until
+from tests.connectors.test_telegram import telegram_settings
+from tests.fakes.telegram import Chat, FakeTelegram
+from tests.support import ScriptedEngine, make_app, queue_position, wait_idle, wait_until
 
-NOTICE = re.compile(r"⏳ Waiting for the model: you are (?:(next)|(\d+)(?:st|nd|rd|th) in line)")
 ANSWER = " ".join(f"word{i}" for i in range(12))
-
-
-def position_in(text: str) -> int | None:
-    found = NOTICE.match(text)
-    if found is None:
-        return None
-    return 1 if found.group(1) else int(found.group(2))
 
 
 async def test_eight_waiting_users_see_their_place_only_go_down_and_telegram_refuses_nothing(
@@ -27,7 +17,7 @@ async def test_eight_waiting_users_see_their_place_only_go_down_and_telegram_ref
 ) -> None:
     fake = fake_telegram
     settings = make_settings(
-        telegram=TelegramSettings(token=TOKEN, base_url=fake.url, poll_timeout=1),
+        telegram=telegram_settings(fake),
         web={"enabled": False},
         engine={"max_tokens": 40},
         queue_notice_after=0.5,
@@ -51,7 +41,7 @@ async def test_eight_waiting_users_see_their_place_only_go_down_and_telegram_ref
         drafts = fake.drafts_to(chat.id)
         assert drafts, "a private chat streams as drafts"
         texts = [draft.text for draft in drafts] + [reply.text]
-        positions = [p for p in map(position_in, texts) if p is not None]
+        positions = [p for p in map(queue_position, texts) if p is not None]
         assert positions == sorted(positions, reverse=True), texts
         waited += bool(positions)
         seen.append(set(positions))

@@ -45,12 +45,15 @@ def fake(fake_telegram: FakeTelegram) -> FakeTelegram:
     return fake_telegram
 
 
+def telegram_settings(fake: FakeTelegram, **overrides: Any) -> TelegramSettings:
+    """The connector pointed at ``fake``, polling briefly."""
+    return TelegramSettings(**({"token": TOKEN, "base_url": fake.url, "poll_timeout": 1} | overrides))
+
+
 def settings_for(make_settings: MakeSettings, fake: FakeTelegram, *, native: bool = True, **engine: Any) -> Settings:
     """``native=False`` streams private chats by editing, as groups are (for tests of edits)."""
     return make_settings(
-        telegram=TelegramSettings(
-            token=TOKEN, base_url=fake.url, poll_timeout=1, group_edit_interval=1.0, native_streaming=native
-        ),
+        telegram=telegram_settings(fake, group_edit_interval=1.0, native_streaming=native),
         web={"enabled": False},
         engine=engine,
     )
