@@ -80,6 +80,34 @@ class Model:
                 return buf.value.decode("utf-8", "replace")
             size = n + 1
 
+    @functools.cached_property
+    def turn_suffix(self) -> tuple[int, ...]:
+        """The tokens the chat template puts between an assistant reply's text and the next user
+        message's text (for ChatML: ``<|im_end|>``, ``\\n``, ``<|im_start|>``, ``user``, ``\\n``).
+
+        Found by rendering a probe conversation and kept only if it tokenizes the same inside the
+        whole prompt as on its own; empty otherwise (or for a template that names no turns).
+        """
+        reply, following = "Parley-probe-reply", "Parley-probe-next"
+        probe = [
+            ChatMessage("system", "Parley-probe-system"),
+            ChatMessage("user", "Parley-probe-user"),
+            ChatMessage("assistant", reply),
+            ChatMessage("user", following),
+        ]
+        formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in probe])  # type: ignore[misc]
+        text, add = formatted.prompt, not formatted.added_special
+        end, start = text.find(reply), text.find(following)
+        if end < 0 or start < end:
+            return ()
+        end += len(reply)
+        head = self.tokenize(text[:end], add_special=add, parse_special=True)
+        suffix = self.tokenize(text[end:start], parse_special=True)
+        whole = self.tokenize(text, add_special=add, parse_special=True)
+        if not suffix or whole[: len(head) + len(suffix)] != head + suffix:
+            return ()
+        return tuple(suffix)
+
     def prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
         """The chat template applied to ``messages`` (with the assistant's opening), as tokens."""
         formatted = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])  # type: ignore[misc]

@@ -83,6 +83,11 @@ class LocalEngine(Engine):
         }
 
     @property
+    def model(self) -> Model | None:
+        """The loaded model (for tests and diagnostics)."""
+        return self._model
+
+    @property
     def cache(self) -> KVCache | None:
         """The saved-state cache (for tests and diagnostics)."""
         return self._scheduler.cache if self._scheduler is not None else None

@@ -11,6 +11,11 @@ place is needed for another conversation, its state goes to the :class:`~engine.
 and comes back (into any place) on that conversation's next turn. A state that does not load is
 discarded and the prompt read again.
 
+Once the engine has been idle for :data:`IDLE_GRACE`, the worker decodes ahead what every next
+turn of a conversation starts with: the chat template's end of the reply and opening of the user's
+message (:attr:`~engine.llama.Model.turn_suffix`), so a follow-up reads only its own text. That is
+one small step per conversation, so new work waits at most one; under steady load it never runs.
+
 Requests and results cross threads in two ways only: ``submit``/``cancel``/``forget``/``withdraw``
 take a lock and wake the worker, and each request's ``emit`` (``loop.call_soon_threadsafe``)
 carries :data:`STARTED`, text deltas, then :data:`DONE` or an exception to its consumer. While a
@@ -46,6 +51,9 @@ MOVE_TOKENS_PER_STEP = 50
 token its reply may still generate (a move of N tokens costs about what N / 100 steps save)."""
 MIN_SHARED_PREFIX = 16
 """Tokens a copied prefix must save before a sequence is copied for it."""
+IDLE_GRACE = 0.1
+"""Seconds without work before finished turns' template suffixes are decoded ahead: people take
+longer than this to write a follow-up, requests in a burst come sooner."""
 COPY_COST_RATIO = 20
 """At most this many tokens of a sequence are copied per prompt token the copy saves (copying a
 token's KV costs about 1/50 of decoding it here)."""
@@ -78,7 +86,9 @@ class EngineStats:
     prompt_tokens: int = 0
     """Prompt tokens of all requests, as if nothing were cached."""
     prompt_tokens_decoded: int = 0
-    """Prompt tokens actually decoded (the rest came from kept KV)."""
+    """Prompt tokens actually decoded (the rest came from kept KV, or were read ahead while idle)."""
+    idle_tokens: int = 0
+    """Tokens decoded ahead while idle: the template's end of a finished turn (see the module)."""
     completion_tokens: int = 0
     steps: int = 0
 
@@ -105,6 +115,17 @@ class _Place:
     owner: str | None = None
     last_used: float = 0.0
     job: _Job | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Closing:
+    """A finished turn whose place is to decode ``tail`` while idle, if it still holds the turn."""
+
+    place: _Place
+    owner: str
+    length: int
+    """``len(place.tokens)`` when the turn ended: any change means the place moved on."""
+    tail: list[int]
 
 
 @dataclass(eq=False, slots=True)
@@ -153,6 +174,12 @@ class Scheduler:
         self._lock = threading.Condition()
         self._waiting: deque[Request] = deque()
         self._forgotten: list[str] = []
+        self._closing: list[_Closing] = []
+        """Finished turns whose template suffix is to be decoded once the engine is idle."""
+        self._suffix = list(model.turn_suffix)
+        self._n_ctx_seq = int(context.config["n_ctx_seq"])
+        self._worked_at = 0.0
+        """When the worker last ran a step for a request (``monotonic``)."""
         self._running = 0
         self._admitted: dict[Request, float] = {}
         """When each request that holds a place got it (``perf_counter``)."""
@@ -171,6 +198,7 @@ class Scheduler:
                 "kv_prefix_copies",
                 "prompt_tokens",
                 "prompt_tokens_decoded",
+                "idle_tokens",
                 "completion_tokens",
                 "steps",
             ],
@@ -266,7 +294,13 @@ class Scheduler:
         """Wait for work; apply forgets, drop cancelled jobs, admit requests. ``False``: stop."""
         with self._lock:
             while not (self._stopping or self._forgotten or self._jobs or self._waiting):
-                self._lock.wait()
+                if not self._closing:
+                    self._lock.wait()
+                    continue
+                idle = time.monotonic() - self._worked_at
+                if idle >= IDLE_GRACE:
+                    break
+                self._lock.wait(IDLE_GRACE - idle)
             if self._stopping:
                 return False
             forgotten, self._forgotten = self._forgotten, []
@@ -462,6 +496,10 @@ class Scheduler:
         self._counts["kv_moves"] += 1
 
     def _step(self) -> None:
+        if not self._jobs:
+            self._close_turn()
+            return
+        self._worked_at = time.monotonic()
         self._compact()
         batch = self._batch
         batch.clear()
@@ -502,20 +540,45 @@ class Scheduler:
         for job, index in sample:
             self._accept(job, job.sampler.sample(self.context, index))
 
+    def _close_turn(self) -> None:
+        """Decode the template suffix of one finished turn whose place is still its own (one step)."""
+        while self._closing:
+            entry = self._closing.pop(0)
+            place, tail = entry.place, entry.tail
+            if place.job is not None or place.owner != entry.owner or len(place.tokens) != entry.length:
+                continue  # taken, moved or forgotten since: the next turn reads the suffix itself
+            if len(tail) > self.prompt_chunk or len(place.tokens) + len(tail) >= self._n_ctx_seq:
+                continue
+            batch = self._batch
+            batch.clear()
+            for i, token in enumerate(tail):
+                batch.add(token, len(place.tokens) + i, place.seq, logits=False)
+            self._counts["steps"] += 1
+            status = self.context.decode(batch)
+            if status == 0:
+                place.tokens.extend(tail)
+                self._counts["idle_tokens"] += len(tail)
+            else:
+                self.context.truncate(place.seq, len(place.tokens))
+                log.warning("decoding the end of a finished turn ahead failed (%s); its next turn reads it", status)
+            return
+
     def _accept(self, job: _Job, token: int) -> None:
         if self.model.is_end(token):
-            self._finish(job, "stop")
+            self._finish(job, "stop", tail=self._suffix)
             return
         job.generated += 1
         text = job.text.decode(self.model.piece(token))
         if text:
             job.request.emit(text)
         if job.generated >= job.request.params.max_tokens:
-            self._finish(job, "length")
+            self._finish(job, "length", tail=[token, *self._suffix])
         else:
             job.next_token = token
 
-    def _finish(self, job: _Job, reason: str) -> None:
+    def _finish(self, job: _Job, reason: str, *, tail: list[int] | None = None) -> None:
+        """End ``job`` for ``reason``; ``tail``: what the conversation's next prompt is expected to
+        continue its KV with (the reply's undecoded last token and the template's suffix)."""
         rest = job.text.decode(b"", final=True)
         if rest and reason != "cancelled":
             job.request.emit(rest)
@@ -525,6 +588,11 @@ class Scheduler:
         usage.seconds = time.perf_counter() - job.started
         self._counts["completion_tokens"] += job.generated
         self._end(job, finished=reason != "cancelled")
+        place = job.place
+        if tail and self._suffix and job.keep and place.owner is not None:
+            self._closing = [entry for entry in self._closing if entry.place is not place]
+            self._closing.append(_Closing(place, place.owner, len(place.tokens), tail))
+            self._worked_at = time.monotonic()
         job.request.emit(DONE)
 
     def _fail(self, job: _Job, error: EngineError) -> None:
