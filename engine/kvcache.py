@@ -86,6 +86,10 @@ class KVCache:
         saved = self._read(key)
         return (saved, "disk") if saved is not None else None
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has a state in either tier (a file may still fail to load)."""
+        return isinstance(key, str) and (key in self._ram or self._file_name(key) in self._files)
+
     def discard(self, key: str) -> None:
         """Forget ``key`` in both tiers (``/reset``, or a state that failed to load)."""
         self._drop_ram(key)

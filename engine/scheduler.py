@@ -49,7 +49,7 @@ DONE = object()
 MOVE_TOKENS_PER_STEP = 50
 """A running sequence is moved to close a gap only if the tokens copied are at most this many per
 token its reply may still generate (a move of N tokens costs about what N / 100 steps save)."""
-MIN_SHARED_PREFIX = 16
+MIN_SHARED_PREFIX = 8
 """Tokens a copied prefix must save before a sequence is copied for it."""
 IDLE_GRACE = 0.1
 """Seconds without work before finished turns' template suffixes are decoded ahead: people take
@@ -343,7 +343,7 @@ class Scheduler:
             request.emit(DONE)
             return
         affinity = request.affinity
-        place, own = self._place_for(affinity)
+        place, own = self._place_for(affinity, request.tokens)
         try:
             self._start(request, place, own)
         except BaseException:
@@ -382,14 +382,19 @@ class Scheduler:
         self._jobs.append(job)
         request.emit(STARTED)
 
-    def _place_for(self, affinity: str | None) -> tuple[_Place, bool]:
-        """A free place for a request, and whether it already holds ``affinity``'s KV.
+    def _place_for(self, affinity: str | None, tokens: list[int]) -> tuple[_Place, bool]:
+        """A free place for a request with prompt ``tokens``, and whether it holds ``affinity``'s KV.
 
         Sequence ids in use are kept in as few consecutive runs as possible: llama.cpp splits a
         batch into one micro-batch per run of consecutive ids (each a full pass over the weights).
         Among the places that keep the runs fewest, the conversation's own place wins; otherwise
         its KV moves to the chosen place (a copy through RAM, far cheaper than reading it again).
-        Then unowned places (nothing to save), then the least recently used, then low ids.
+        Then, for a conversation with no saved state: an unowned place (nothing to save), the one
+        holding the longest part of its prompt first; a place holding the whole prompt (the same
+        question in a new conversation: llama.cpp's server also picks a slot by prompt
+        similarity). Then the least recently used, then low ids. The shared prefix of any other
+        place is copied in afterwards (:meth:`_borrow_prefix`), so a prompt that new
+        conversations could start from is not overwritten before it is needed.
         """
         free = [place for place in self._places if place.job is None]
         active = {place.seq for place in self._places if place.job is not None}
@@ -400,7 +405,16 @@ class Scheduler:
         own = max(mine, key=lambda place: place.last_used) if mine else None
         if own is not None and own in fits:
             return own, True
-        target = min(fits, key=lambda place: (place.owner is not None, place.last_used, place.seq))
+        fresh = own is None and (affinity is None or affinity not in self.cache)
+
+        def rank(place: _Place) -> tuple[bool, int, float, int]:
+            shared = _common_prefix(place.tokens, tokens) if fresh else 0
+            if place.owner is None:
+                return (False, -shared if shared >= MIN_SHARED_PREFIX else 0, place.last_used, place.seq)
+            whole = fresh and shared >= len(tokens) - 1
+            return (True, -1 if whole else 0, place.last_used, place.seq)
+
+        target = min(fits, key=rank)
         self._evict(target)
         if own is None:
             return target, False

@@ -413,6 +413,33 @@ async def test_a_new_conversation_starts_from_the_system_prompt_another_sequence
     assert delta(before, engine.stats)["kv_hits"] == 1
 
 
+async def test_the_same_question_in_a_new_conversation_starts_where_it_was_already_read() -> None:
+    engine = LocalEngine(engine_settings(parallel=2))
+    await engine.start()
+    try:
+        italy = chat("Quizzer", "What is the capital of Italy?")
+        spider = chat("Quizzer", "How many legs does a spider have?")
+        await engine.generate(spider, SHORT, affinity="quiz-spider").text()
+        answer = await engine.generate(italy, SHORT, affinity="quiz-italy").text()
+        # Both places are owned. Each question again, in new conversations: each takes the place
+        # that holds its whole prompt, not the least recently used one, and so leaves the other.
+        for question, name in ((italy, "again-italy"), (spider, "again-spider")):
+            before = engine.stats
+            reply = engine.generate(question, SHORT, affinity=name)
+            assert (await reply.text()).strip()
+            change = delta(before, engine.stats)
+            assert change["kv_misses"] == 1
+            assert change["prompt_tokens_decoded"] <= 2, name
+        # quiz-italy's own KV went to RAM and comes back for its next turn.
+        before = engine.stats
+        again = [*italy, ChatMessage("assistant", answer), ChatMessage("user", "And of Spain?")]
+        assert (await engine.generate(again, SHORT, affinity="quiz-italy").text()).strip()
+        change = delta(before, engine.stats)
+        assert (change["kv_hits"], change["kv_restores_ram"]) == (1, 1)
+    finally:
+        await engine.stop()
+
+
 async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: LocalEngine) -> None:
     await engine.generate(chat("Flo", "Hi."), SHORT, affinity="few-a").text()
     before = engine.stats
