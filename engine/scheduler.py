@@ -11,10 +11,10 @@ place is needed for another conversation, its state goes to the :class:`~engine.
 and comes back (into any place) on that conversation's next turn. A state that does not load is
 discarded and the prompt read again.
 
-Once the engine has been idle for :data:`IDLE_GRACE`, the worker decodes ahead what every next
-turn of a conversation starts with: the chat template's end of the reply and opening of the user's
-message (:attr:`~engine.llama.Model.turn_suffix`), so a follow-up reads only its own text. That is
-one small step per conversation, so new work waits at most one; under steady load it never runs.
+Whenever it has nothing else to do, the worker decodes ahead what every next turn of a
+conversation starts with: the chat template's end of the reply and opening of the user's message
+(:attr:`~engine.llama.Model.turn_suffix`), so a follow-up reads only its own text. It does so one
+token per step, so new work waits at most one single-token step for it.
 
 Requests and results cross threads in two ways only: ``submit``/``cancel``/``forget``/``withdraw``
 take a lock and wake the worker, and each request's ``emit`` (``loop.call_soon_threadsafe``)
@@ -51,9 +51,6 @@ MOVE_TOKENS_PER_STEP = 50
 token its reply may still generate (a move of N tokens costs about what N / 100 steps save)."""
 MIN_SHARED_PREFIX = 8
 """Tokens a copied prefix must save before a sequence is copied for it."""
-IDLE_GRACE = 0.1
-"""Seconds without work before finished turns' template suffixes are decoded ahead: people take
-longer than this to write a follow-up, requests in a burst come sooner."""
 COPY_COST_RATIO = 20
 """At most this many tokens of a sequence are copied per prompt token the copy saves (copying a
 token's KV costs about 1/50 of decoding it here)."""
@@ -65,6 +62,8 @@ class EngineStats:
 
     active: int = 0
     queued: int = 0
+    reading_ahead: int = 0
+    """Finished turns whose template suffix is still to be read ahead while idle."""
     requests: int = 0
     kv_hits: int = 0
     """Turns that continued from their conversation's own KV (in a place, RAM or disk)."""
@@ -117,15 +116,16 @@ class _Place:
     job: _Job | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Closing:
     """A finished turn whose place is to decode ``tail`` while idle, if it still holds the turn."""
 
     place: _Place
     owner: str
     length: int
-    """``len(place.tokens)`` when the turn ended: any change means the place moved on."""
+    """``len(place.tokens)`` as this left it: any other change means the place moved on."""
     tail: list[int]
+    """What is left to decode."""
 
 
 @dataclass(eq=False, slots=True)
@@ -178,8 +178,6 @@ class Scheduler:
         """Finished turns whose template suffix is to be decoded once the engine is idle."""
         self._suffix = list(model.turn_suffix)
         self._n_ctx_seq = int(context.config["n_ctx_seq"])
-        self._worked_at = 0.0
-        """When the worker last ran a step for a request (``monotonic``)."""
         self._running = 0
         self._admitted: dict[Request, float] = {}
         """When each request that holds a place got it (``perf_counter``)."""
@@ -269,6 +267,7 @@ class Scheduler:
         return EngineStats(
             active=active,
             queued=queued,
+            reading_ahead=len(self._closing),  # the worker's list: a snapshot is all that is read
             kv_ram_bytes=self.cache.ram_used,
             kv_ram_entries=self.cache.ram_entries,
             kv_disk_bytes=self.cache.disk_used,
@@ -293,14 +292,8 @@ class Scheduler:
     def _next(self) -> bool:
         """Wait for work; apply forgets, drop cancelled jobs, admit requests. ``False``: stop."""
         with self._lock:
-            while not (self._stopping or self._forgotten or self._jobs or self._waiting):
-                if not self._closing:
-                    self._lock.wait()
-                    continue
-                idle = time.monotonic() - self._worked_at
-                if idle >= IDLE_GRACE:
-                    break
-                self._lock.wait(IDLE_GRACE - idle)
+            while not (self._stopping or self._forgotten or self._jobs or self._waiting or self._closing):
+                self._lock.wait()
             if self._stopping:
                 return False
             forgotten, self._forgotten = self._forgotten, []
@@ -513,7 +506,6 @@ class Scheduler:
         if not self._jobs:
             self._close_turn()
             return
-        self._worked_at = time.monotonic()
         self._compact()
         batch = self._batch
         batch.clear()
@@ -555,26 +547,35 @@ class Scheduler:
             self._accept(job, job.sampler.sample(self.context, index))
 
     def _close_turn(self) -> None:
-        """Decode the template suffix of one finished turn whose place is still its own (one step)."""
+        """Decode the next token of the template suffix of a finished turn whose place is still its
+        own: one token, so that a request arriving now waits at most one single-token step."""
         while self._closing:
-            entry = self._closing.pop(0)
-            place, tail = entry.place, entry.tail
-            if place.job is not None or place.owner != entry.owner or len(place.tokens) != entry.length:
-                continue  # taken, moved or forgotten since: the next turn reads the suffix itself
-            if len(tail) > self.prompt_chunk or len(place.tokens) + len(tail) >= self._n_ctx_seq:
+            entry = self._closing[0]
+            place = entry.place
+            if (
+                place.job is not None
+                or place.owner != entry.owner
+                or len(place.tokens) != entry.length
+                or entry.length + len(entry.tail) > self._n_ctx_seq
+            ):
+                self._closing.pop(0)  # taken, moved or forgotten since: its next turn reads the suffix
                 continue
+            token = entry.tail.pop(0)
             batch = self._batch
             batch.clear()
-            for i, token in enumerate(tail):
-                batch.add(token, len(place.tokens) + i, place.seq, logits=False)
+            batch.add(token, entry.length, place.seq, logits=False)
             self._counts["steps"] += 1
             status = self.context.decode(batch)
             if status == 0:
-                place.tokens.extend(tail)
-                self._counts["idle_tokens"] += len(tail)
+                place.tokens.append(token)
+                entry.length += 1
+                self._counts["idle_tokens"] += 1
             else:
-                self.context.truncate(place.seq, len(place.tokens))
+                self.context.truncate(place.seq, entry.length)
+                entry.tail.clear()
                 log.warning("decoding the end of a finished turn ahead failed (%s); its next turn reads it", status)
+            if not entry.tail:
+                self._closing.pop(0)
             return
 
     def _accept(self, job: _Job, token: int) -> None:
@@ -605,8 +606,7 @@ class Scheduler:
         place = job.place
         if tail and self._suffix and job.keep and place.owner is not None:
             self._closing = [entry for entry in self._closing if entry.place is not place]
-            self._closing.append(_Closing(place, place.owner, len(place.tokens), tail))
-            self._worked_at = time.monotonic()
+            self._closing.append(_Closing(place, place.owner, len(place.tokens), list(tail)))
         job.request.emit(DONE)
 
     def _fail(self, job: _Job, error: EngineError) -> None:

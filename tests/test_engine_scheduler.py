@@ -119,7 +119,8 @@ async def test_an_idle_engine_reads_the_end_of_a_finished_turn_ahead(engine: Loc
     first = chat("Lakes", "Name a big lake.")
     before = engine.stats
     answer = await engine.generate(first, SHORT, affinity="lakes").text()
-    await wait_for(lambda: delta(before, engine.stats)["idle_tokens"] >= len(model.turn_suffix))
+    await wait_for(lambda: engine.stats.reading_ahead == 0)
+    assert delta(before, engine.stats)["idle_tokens"] >= len(model.turn_suffix)
     before = engine.stats
     question = "And a small one?"
     reply = engine.generate(
