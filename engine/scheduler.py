@@ -11,10 +11,10 @@ place is needed for another conversation, its state goes to the :class:`~engine.
 and comes back (into any place) on that conversation's next turn. A state that does not load is
 discarded and the prompt read again.
 
-Whenever it has nothing else to do, the worker decodes ahead what every next turn of a
-conversation starts with: the chat template's end of the reply and opening of the user's message
-(:attr:`~engine.llama.Model.turn_suffix`), so a follow-up reads only its own text. It does so one
-token per step, so new work waits at most one single-token step for it.
+Once it has had nothing to do for :data:`IDLE_GRACE`, the worker decodes ahead what every next
+turn of a conversation starts with: the chat template's end of the reply and opening of the user's
+message (:attr:`~engine.llama.Model.turn_suffix`), so a follow-up reads only its own text. It does
+so one token per step, so new work waits at most one single-token step for it.
 
 Requests and results cross threads in two ways only: ``submit``/``cancel``/``forget``/``withdraw``
 take a lock and wake the worker, and each request's ``emit`` (``loop.call_soon_threadsafe``)
@@ -51,6 +51,10 @@ MOVE_TOKENS_PER_STEP = 50
 token its reply may still generate (a move of N tokens costs about what N / 100 steps save)."""
 MIN_SHARED_PREFIX = 8
 """Tokens a copied prefix must save before a sequence is copied for it."""
+IDLE_GRACE = 0.1
+"""Seconds without work before the read-ahead starts. Back-to-back requests come sooner, and reading
+ahead between them slowed them (8 at once: about 5% fewer tok/s in total): llama.cpp's threads then
+compete with the event loop, which is preparing the next request. People take longer to answer."""
 COPY_COST_RATIO = 20
 """At most this many tokens of a sequence are copied per prompt token the copy saves (copying a
 token's KV costs about 1/50 of decoding it here)."""
@@ -178,6 +182,8 @@ class Scheduler:
         """Finished turns whose template suffix is to be decoded once the engine is idle."""
         self._suffix = list(model.turn_suffix)
         self._n_ctx_seq = int(context.config["n_ctx_seq"])
+        self._worked_at = 0.0
+        """When the worker last finished a step for a request (``monotonic``)."""
         self._running = 0
         self._admitted: dict[Request, float] = {}
         """When each request that holds a place got it (``perf_counter``)."""
@@ -292,8 +298,14 @@ class Scheduler:
     def _next(self) -> bool:
         """Wait for work; apply forgets, drop cancelled jobs, admit requests. ``False``: stop."""
         with self._lock:
-            while not (self._stopping or self._forgotten or self._jobs or self._waiting or self._closing):
-                self._lock.wait()
+            while not (self._stopping or self._forgotten or self._jobs or self._waiting):
+                if not self._closing:
+                    self._lock.wait()
+                    continue
+                idle = time.monotonic() - self._worked_at
+                if idle >= IDLE_GRACE:
+                    break
+                self._lock.wait(IDLE_GRACE - idle)
             if self._stopping:
                 return False
             forgotten, self._forgotten = self._forgotten, []
@@ -545,6 +557,7 @@ class Scheduler:
             return
         for job, index in sample:
             self._accept(job, job.sampler.sample(self.context, index))
+        self._worked_at = time.monotonic()
 
     def _close_turn(self) -> None:
         """Decode the next token of the template suffix of a finished turn whose place is still its
