@@ -23,6 +23,7 @@ import os
 import struct
 import zlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,19 @@ class KVCache:
             return saved, "ram"
         saved = self._read(key)
         return (saved, "disk") if saved is not None else None
+
+    def longest_prefix(self, tokens: Sequence[int]) -> tuple[SavedState, int] | None:
+        """The RAM entry sharing the longest prefix with ``tokens``, and that length; the entry stays
+        (a new conversation starts from a copy of a prefix another conversation saved)."""
+        best: tuple[SavedState, int] | None = None
+        for saved in self._ram.values():
+            n = min(len(saved.tokens), len(tokens))
+            i = 0
+            while i < n and saved.tokens[i] == tokens[i]:
+                i += 1
+            if i > 0 and (best is None or i > best[1]):
+                best = (saved, i)
+        return best
 
     def __contains__(self, key: object) -> bool:
         """Whether ``key`` has a state in either tier (a file may still fail to load)."""

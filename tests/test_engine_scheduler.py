@@ -443,6 +443,29 @@ async def test_the_same_question_in_a_new_conversation_starts_where_it_was_alrea
         await engine.stop()
 
 
+async def test_a_new_conversation_starts_from_a_prefix_saved_in_the_ram_cache() -> None:
+    engine = LocalEngine(engine_settings(parallel=1))
+    await engine.start()
+    try:
+        question = chat("Geographer", "What is the longest river in Africa?")
+        answer = await engine.generate(question, SHORT, affinity="saved-a").text()
+        await engine.generate(chat("Other", "Say hi."), SHORT, affinity="saved-b").text()  # saved-a goes to RAM
+        before = engine.stats
+        reply = engine.generate(question, SHORT, affinity="saved-c")
+        assert (await reply.text()).strip()
+        change = delta(before, engine.stats)
+        assert (change["kv_misses"], change["kv_prefix_copies"]) == (1, 1)
+        assert change["prompt_tokens_decoded"] <= 2
+        # The copied entry stayed: saved-a's next turn still resumes from it.
+        before = engine.stats
+        again = [*question, ChatMessage("assistant", answer), ChatMessage("user", "And in Asia?")]
+        assert (await engine.generate(again, SHORT, affinity="saved-a").text()).strip()
+        change = delta(before, engine.stats)
+        assert (change["kv_hits"], change["kv_restores_ram"]) == (1, 1)
+    finally:
+        await engine.stop()
+
+
 async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: LocalEngine) -> None:
     await engine.generate(chat("Flo", "Hi."), SHORT, affinity="few-a").text()
     before = engine.stats

@@ -109,3 +109,15 @@ def test_without_a_directory_evicted_entries_are_dropped() -> None:
     assert cache.take("a") is None
     cache.flush()
     assert cache.take("b") is not None
+
+
+def test_the_longest_shared_prefix_is_found_in_ram_and_left_there() -> None:
+    cache = KVCache("ns", ram_bytes=10_000)
+    cache.put("short", SavedState((1, 2, 3), b"s"))
+    cache.put("long", SavedState((1, 2, 3, 4, 5, 9), b"l"))
+    cache.put("other", SavedState((7, 8), b"o"))
+    assert cache.longest_prefix([1, 2, 3, 4, 5, 6]) == (SavedState((1, 2, 3, 4, 5, 9), b"l"), 5)
+    assert cache.longest_prefix([6]) is None
+    assert cache.ram_entries == 3
+    assert "long" in cache
+    assert "missing" not in cache
