@@ -397,9 +397,10 @@ class Scheduler:
         Then, for a conversation with no saved state: a place holding its whole prompt (the same
         question in a new conversation: llama.cpp's server also picks a slot by prompt
         similarity), owned or not; then an unowned place (nothing to save), the one holding the
-        longest part of its prompt first. Then the least recently used, then low ids. The shared prefix of any other
-        place is copied in afterwards (:meth:`_borrow_prefix`), so a prompt that new
-        conversations could start from is not overwritten before it is needed.
+        longest part of its prompt first. Then the least recently used, then low ids. A prefix
+        shared with another place or a saved state is copied in afterwards
+        (:meth:`_borrow_prefix`), so prompts that new conversations could start from are not
+        overwritten before they are needed.
         """
         free = [place for place in self._places if place.job is None]
         active = {place.seq for place in self._places if place.job is not None}
