@@ -7,6 +7,7 @@ order of events and the engine's counters (``engine.stats``) are what is checked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,6 +38,30 @@ def chat(name: str, *turns: str) -> list[ChatMessage]:
 def delta(before: EngineStats, after: EngineStats) -> dict[str, int]:
     a, b = dataclasses.asdict(before), dataclasses.asdict(after)
     return {key: b[key] - a[key] for key in a}
+
+
+@contextlib.asynccontextmanager
+async def started(**overrides: Any) -> AsyncIterator[LocalEngine]:
+    """An engine of its own for one test, stopped afterwards."""
+    engine = LocalEngine(engine_settings(**overrides))
+    await engine.start()
+    try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+async def follow_up(
+    engine: LocalEngine, first: list[ChatMessage], answer: str, text: str, affinity: str
+) -> tuple[Reply, dict[str, int]]:
+    """The next turn of ``first``'s conversation (its ``answer``, then ``text``): the reply, and the
+    counters it changed."""
+    before = engine.stats
+    reply = engine.generate(
+        [*first, ChatMessage("assistant", answer), ChatMessage("user", text)], SHORT, affinity=affinity
+    )
+    assert (await reply.text()).strip()
+    return reply, delta(before, engine.stats)
 
 
 async def first_delta(reply: Reply) -> str:
@@ -102,11 +127,7 @@ async def test_the_next_turn_reads_only_its_new_tokens(engine: LocalEngine) -> N
     first = chat("Rivers", "Name a long river.")
     reply = engine.generate(first, SHORT, affinity="rivers")
     answer = await reply.text()
-    before = engine.stats
-    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And a short one?")]
-    reply = engine.generate(second, SHORT, affinity="rivers")
-    assert (await reply.text()).strip()
-    change = delta(before, engine.stats)
+    reply, change = await follow_up(engine, first, answer, "And a short one?", "rivers")
     assert change["kv_hits"] == 1
     assert change["kv_misses"] == 0
     assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
@@ -121,13 +142,8 @@ async def test_an_idle_engine_reads_the_end_of_a_finished_turn_ahead(engine: Loc
     answer = await engine.generate(first, SHORT, affinity="fjords").text()
     await wait_for(lambda: engine.stats.reading_ahead == 0)
     assert delta(before, engine.stats)["idle_tokens"] >= len(model.turn_suffix)
-    before = engine.stats
     question = "And a small one?"
-    reply = engine.generate(
-        [*first, ChatMessage("assistant", answer), ChatMessage("user", question)], SHORT, affinity="fjords"
-    )
-    assert (await reply.text()).strip()
-    change = delta(before, engine.stats)
+    _reply, change = await follow_up(engine, first, answer, question, "fjords")
     assert change["kv_hits"] == 1
     # Only the question and the answer's opening (as long as the suffix, plus a token where the
     # question meets it) are read; without the suffix read ahead it would be read too.
@@ -154,20 +170,14 @@ async def test_a_conversation_resumes_from_ram_after_others_took_its_place(engin
     for batch in range(2):
         others = [engine.generate(chat(f"Other{batch}{i}", "Hi."), SHORT, affinity=f"o{batch}{i}") for i in range(4)]
         await asyncio.gather(*(reply.text() for reply in others))
-    before = engine.stats
-    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And a low one?")]
-    reply = engine.generate(second, SHORT, affinity="mountains")
-    assert (await reply.text()).strip()
-    change = delta(before, engine.stats)
+    reply, change = await follow_up(engine, first, answer, "And a low one?", "mountains")
     assert change["kv_restores_ram"] == 1
     assert change["kv_hits"] == 1
     assert change["prompt_tokens_decoded"] < reply.usage.prompt_tokens / 2
 
 
 async def test_a_conversation_moves_next_to_the_running_ones_to_keep_sequence_ids_consecutive() -> None:
-    engine = LocalEngine(engine_settings(parallel=4, repeat_penalty=1.0))
-    await engine.start()
-    try:
+    async with started(parallel=4, repeat_penalty=1.0) as engine:
         names = ["Ana", "Ben", "Cy", "Dee"]
         answers = {}
         for name in names:  # one at a time: each takes the lowest free sequence, 0 to 3
@@ -194,19 +204,13 @@ async def test_a_conversation_moves_next_to_the_running_ones_to_keep_sequence_id
         assert (await reply.text()).strip()
         change = delta(before, engine.stats)
         assert (change["kv_restores_ram"], change["kv_hits"]) == (1, 1)
-    finally:
-        await engine.stop()
 
 
 async def test_forget_drops_the_kept_state(engine: LocalEngine) -> None:
     first = chat("Lakes", "Name a lake.")
     answer = await engine.generate(first, SHORT, affinity="lakes").text()
     engine.forget("lakes")
-    before = engine.stats
-    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Another?")]
-    reply = engine.generate(second, SHORT, affinity="lakes")
-    assert (await reply.text()).strip()
-    change = delta(before, engine.stats)
+    reply, change = await follow_up(engine, first, answer, "Another?", "lakes")
     assert change["kv_misses"] == 1
     assert change["kv_hits"] == 0
     # The forgotten KV held the whole first turn. Another place may still lend the few tokens that
@@ -225,11 +229,7 @@ async def test_a_saved_state_that_does_not_load_is_read_again(engine: LocalEngin
     assert found is not None
     saved, _tier = found
     cache.put("deserts", SavedState(saved.tokens, saved.state[: len(saved.state) // 3]))
-    before = engine.stats
-    second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "Another?")]
-    reply = engine.generate(second, SHORT, affinity="deserts")
-    assert (await reply.text()).strip()
-    change = delta(before, engine.stats)
+    reply, change = await follow_up(engine, first, answer, "Another?", "deserts")
     assert change["kv_load_failures"] == 1
     assert change["kv_misses"] == 1
     assert change["prompt_tokens_decoded"] == reply.usage.prompt_tokens
@@ -281,24 +281,22 @@ async def test_closing_the_iterator_frees_the_place(single: LocalEngine) -> None
 async def test_a_full_queue_is_busy_at_once_and_a_long_wait_is_busy_at_the_timeout() -> None:
     # A wait far shorter than the running reply, whose length the model decides: counting, it
     # ran for 121 tokens (1.2 s) on one machine and longer on another.
-    single = LocalEngine(engine_settings(parallel=1, queue_size=1, queue_timeout=0.25, repeat_penalty=1.0))
-    await single.start()
-    running = single.generate(COUNT, LONG)
-    await first_delta(running)
-    try:
-        queued = single.generate(chat("Waiter", "Say hi."), SHORT)
-        waiting = asyncio.create_task(queued.text())
-        await wait_for(lambda: single.stats.queued == 1)
-        with pytest.raises(EngineBusy, match="busy"):
-            await single.generate(chat("Third", "Say hi."), SHORT).text()
-        with pytest.raises(EngineBusy, match=r"within 0\.25s"):
-            await waiting  # queue_timeout: the long reply still holds the only place
-        assert single.stats.queued == 0
-        assert running.usage.finish_reason is None
-    finally:
-        running.cancel()
-        await running.text()
-        await single.stop()
+    async with started(parallel=1, queue_size=1, queue_timeout=0.25, repeat_penalty=1.0) as single:
+        running = single.generate(COUNT, LONG)
+        await first_delta(running)
+        try:
+            queued = single.generate(chat("Waiter", "Say hi."), SHORT)
+            waiting = asyncio.create_task(queued.text())
+            await wait_for(lambda: single.stats.queued == 1)
+            with pytest.raises(EngineBusy, match="busy"):
+                await single.generate(chat("Third", "Say hi."), SHORT).text()
+            with pytest.raises(EngineBusy, match=r"within 0\.25s"):
+                await waiting  # queue_timeout: the long reply still holds the only place
+            assert single.stats.queued == 0
+            assert running.usage.finish_reason is None
+        finally:
+            running.cancel()
+            await running.text()
 
 
 async def test_stop_cancels_running_and_queued_replies() -> None:
@@ -367,9 +365,7 @@ async def test_a_restart_with_a_cache_directory_resumes_with_only_new_tokens(tmp
 
 
 async def test_queued_requests_are_told_their_place_as_the_line_moves() -> None:
-    engine = LocalEngine(engine_settings(parallel=1, queue_size=3, repeat_penalty=1.0))
-    await engine.start()
-    try:
+    async with started(parallel=1, queue_size=3, repeat_penalty=1.0) as engine:
         for i in range(3):  # measured reply times, for the estimate
             await engine.generate(chat(f"Warm{i}", "Say hi."), SHORT).text()
         running = engine.generate(COUNT, LONG)
@@ -392,8 +388,6 @@ async def test_queued_requests_are_told_their_place_as_the_line_moves() -> None:
         positions = [[status.position if status else None for status in statuses] for statuses in heard]
         assert positions == [[1, None], [2, 1, None], [3, 2, 1, None]]
         await running.text()
-    finally:
-        await engine.stop()
 
 
 async def test_a_new_conversation_starts_from_the_system_prompt_another_sequence_already_read(
@@ -417,9 +411,7 @@ async def test_a_new_conversation_starts_from_the_system_prompt_another_sequence
 
 
 async def test_the_same_question_in_a_new_conversation_starts_where_it_was_already_read() -> None:
-    engine = LocalEngine(engine_settings(parallel=2))
-    await engine.start()
-    try:
+    async with started(parallel=2) as engine:
         italy = chat("Quizzer", "What is the capital of Italy?")
         spider = chat("Quizzer", "How many legs does a spider have?")
         await engine.generate(spider, SHORT, affinity="quiz-spider").text()
@@ -434,19 +426,12 @@ async def test_the_same_question_in_a_new_conversation_starts_where_it_was_alrea
             assert change["kv_misses"] == 1
             assert change["prompt_tokens_decoded"] <= 2, name
         # quiz-italy's own KV went to RAM and comes back for its next turn.
-        before = engine.stats
-        again = [*italy, ChatMessage("assistant", answer), ChatMessage("user", "And of Spain?")]
-        assert (await engine.generate(again, SHORT, affinity="quiz-italy").text()).strip()
-        change = delta(before, engine.stats)
+        _reply, change = await follow_up(engine, italy, answer, "And of Spain?", "quiz-italy")
         assert (change["kv_hits"], change["kv_restores_ram"]) == (1, 1)
-    finally:
-        await engine.stop()
 
 
 async def test_a_new_conversation_starts_from_a_prefix_saved_in_the_ram_cache() -> None:
-    engine = LocalEngine(engine_settings(parallel=1))
-    await engine.start()
-    try:
+    async with started(parallel=1) as engine:
         question = chat("Geographer", "What is the longest river in Africa?")
         answer = await engine.generate(question, SHORT, affinity="saved-a").text()
         await engine.generate(chat("Other", "Say hi."), SHORT, affinity="saved-b").text()  # saved-a goes to RAM
@@ -457,13 +442,8 @@ async def test_a_new_conversation_starts_from_a_prefix_saved_in_the_ram_cache() 
         assert (change["kv_misses"], change["kv_prefix_copies"]) == (1, 1)
         assert change["prompt_tokens_decoded"] <= 2
         # The copied entry stayed: saved-a's next turn still resumes from it.
-        before = engine.stats
-        again = [*question, ChatMessage("assistant", answer), ChatMessage("user", "And in Asia?")]
-        assert (await engine.generate(again, SHORT, affinity="saved-a").text()).strip()
-        change = delta(before, engine.stats)
+        _reply, change = await follow_up(engine, question, answer, "And in Asia?", "saved-a")
         assert (change["kv_hits"], change["kv_restores_ram"]) == (1, 1)
-    finally:
-        await engine.stop()
 
 
 async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: LocalEngine) -> None:
@@ -474,9 +454,7 @@ async def test_a_prompt_sharing_only_a_few_tokens_is_read_not_copied(engine: Loc
 
 
 async def test_a_gap_left_by_a_finished_reply_is_closed_by_moving_a_running_one_down() -> None:
-    engine = LocalEngine(engine_settings(parallel=4, repeat_penalty=1.0))
-    await engine.start()
-    try:
+    async with started(parallel=4, repeat_penalty=1.0) as engine:
         long = GenerationParams(max_tokens=120, temperature=0.0)
         # One at a time into a fresh context: sequences 0, 1 and 2.
         first = engine.generate(chat("Ann", "Count from 1 to 500, one number per line."), long, affinity="gap-a")
@@ -497,5 +475,3 @@ async def test_a_gap_left_by_a_finished_reply_is_closed_by_moving_a_running_one_
         follow = [*chat("Cleo", "Count from 1 to 500, one number per line.", texts[1]), ChatMessage("user", "Thanks.")]
         assert (await engine.generate(follow, SHORT, affinity="gap-c").text()).strip()
         assert delta(before, engine.stats)["kv_hits"] == 1
-    finally:
-        await engine.stop()
