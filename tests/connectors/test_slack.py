@@ -21,6 +21,7 @@ from bot.conversation import ConversationKey
 from bot.errors import ConfigError, ConnectorError
 from bot.settings import SlackSettings
 from bot.store import Store, Turn, TurnStatus
+from bot.streamer import PLACEHOLDER
 from connectors.slack.connector import MAX_MESSAGE_CHARS
 from connectors.slack.render import to_mrkdwn
 from tests.conftest import MakeSettings
@@ -88,7 +89,12 @@ async def test_dm_on_the_real_model_answered_with_paced_updates(make_settings: M
         assert post.thread_ts is None  # a top-level DM is answered at top level
         assert post.text == to_mrkdwn(reply.text)
         assert reply.message_ids == (post.ts,)
-        assert len(slack.calls_to("chat.update", "D1")) >= 2  # streamed, not posted once
+        # Streamed: the placeholder came first and edits wrote the words into it. How many edits a
+        # reply gets depends on how fast this machine's model is against the 1 s pace (a fast one
+        # finishes 96 tokens before the second edit is due); the slow scripted tests in
+        # test_slack_native.py check several edits.
+        assert post.history[0] == PLACEHOLDER
+        assert len(slack.calls_to("chat.update", "D1")) >= 1
         assert_paced(slack, "D1")
         assert slack.rejected == []
         # the fake echoed the bot's own message as an event; it was not answered
