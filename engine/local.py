@@ -11,7 +11,6 @@ reply's place in the queue while it waits (``Reply.report_queue``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
@@ -209,11 +208,7 @@ class LocalEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
-        def emit(item: object) -> None:
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening
-                loop.call_soon_threadsafe(queue.put_nowait, item)
-
-        request = Request(tokens, params, affinity, emit, usage)
+        request = Request(tokens, params, affinity, queue.put_nowait, loop.call_soon_threadsafe, usage)
         reply.on_cancel.append(lambda: scheduler.cancel(request))
         scheduler.submit(request)
         submitted = time.monotonic()

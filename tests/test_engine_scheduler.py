@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,35 @@ async def test_sequences_join_and_leave_a_running_batch(engine: LocalEngine) -> 
     assert events.index("short0") < events.index("long done")
     assert events[-1] == "long done"
     assert all(reply.usage.finish_reason in {"stop", "length"} for reply in short)
+
+
+async def test_a_steps_results_cross_to_the_event_loop_in_one_call(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Posted one by one, every token woke the event loop while the worker still ran Python, and the
+    two threads took turns at the GIL; the worker posts each step's results together instead."""
+    loop = asyncio.get_running_loop()
+    crossings = 0
+    post = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any) -> asyncio.Handle:
+        nonlocal crossings
+        if threading.current_thread().name == "llama-scheduler":
+            crossings += 1
+        return post(callback, *args)
+
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    before = engine.stats
+    replies = [engine.generate(chat(f"Batched{i}", "Name three colours."), SHORT) for i in range(3)]
+    deltas = await asyncio.gather(*(collect(reply) for reply in replies))
+    steps = engine.stats.steps - before.steps
+    items = sum(len(d) for d in deltas) + 2 * len(replies)  # the text deltas, and each STARTED and DONE
+    assert items > steps + 1
+    assert crossings <= steps + 1  # at most one per step, and one after the last
+
+
+async def collect(reply: Reply) -> list[str]:
+    return [piece async for piece in reply]
 
 
 async def test_a_prompt_longer_than_the_chunk_is_read_over_several_steps(engine: LocalEngine) -> None:
