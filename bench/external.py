@@ -2,7 +2,8 @@
 
 The concurrency benchmark's prompts (each with the bot's system prompt), greedy, at 1, 4 and 8
 requests at once: straight to ``{url}/chat/completions``, then through Parley's HTTP API with the
-OpenAI backend pointed at the server (``CONCURRENCY=8``). Tokens are the server's reported
+OpenAI backend pointed at the server (``CONCURRENCY=8``). Then the interleaving benchmark's
+conversations straight to the server, for its own round 8 / round 1. Tokens are the server's reported
 ``usage.completion_tokens``, or one per streamed chunk where it reports none. A server on this
 machine competes with the bot for its cores.
 """
@@ -12,25 +13,42 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 
 import aiohttp
 
-from bench import concurrency
+from bench import concurrency, interleave
 from bench.common import FACTUAL, SEED, Options, Row, client, median
 from bot.settings import DEFAULT_SYSTEM_PROMPT
 
 
-async def complete(http: aiohttp.ClientSession, url: str, model: str, prompt: str, max_tokens: int) -> int:
+@dataclass(slots=True)
+class Completion:
+    text: str
+    tokens: int
+    """The server's ``usage.completion_tokens``, or one per streamed chunk where it reports none."""
+    prompt_tokens: int
+    first_token: float
+    """Seconds from sending the request to the first content chunk."""
+
+
+async def chat(
+    http: aiohttp.ClientSession, url: str, model: str, messages: list[dict[str, str]], max_tokens: int
+) -> Completion:
+    """One streamed ``/chat/completions`` request, greedy."""
     body = {
         "model": model,
-        "messages": [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": prompt}],
+        "messages": messages,
         "max_tokens": max_tokens,
         "temperature": 0,
         "seed": SEED,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    chunks, reported = 0, None
+    chunks, reported, prompt = 0, None, 0
+    pieces: list[str] = []
+    start = time.perf_counter()
+    first: float | None = None
     async with http.post(url.rstrip("/") + "/chat/completions", json=body) as response:
         if response.status != 200:
             raise RuntimeError(f"{url} answered {response.status}: {(await response.text())[:300]}")
@@ -42,8 +60,20 @@ async def complete(http: aiohttp.ClientSession, url: str, model: str, prompt: st
             usage = event.get("usage")
             if usage:
                 reported = int(usage.get("completion_tokens", 0))
-            chunks += sum(1 for c in event.get("choices") or [] if (c.get("delta") or {}).get("content"))
-    return reported if reported is not None else chunks
+                prompt = int(usage.get("prompt_tokens", 0))
+            for choice in event.get("choices") or []:
+                content = (choice.get("delta") or {}).get("content")
+                if content:
+                    first = time.perf_counter() - start if first is None else first
+                    pieces.append(content)
+                    chunks += 1
+    took = first if first is not None else time.perf_counter() - start
+    return Completion("".join(pieces), reported if reported is not None else chunks, prompt, took)
+
+
+async def complete(http: aiohttp.ClientSession, url: str, model: str, prompt: str, max_tokens: int) -> int:
+    messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": prompt}]
+    return (await chat(http, url, model, messages, max_tokens)).tokens
 
 
 async def direct(options: Options, url: str, model: str, max_tokens: int) -> dict[int, tuple[float, float]]:
@@ -64,6 +94,30 @@ async def direct(options: Options, url: str, model: str, max_tokens: int) -> dic
     return {n: (median(rates[n]), float("nan")) for n in concurrency.LEVELS}
 
 
+async def interleave_direct(options: Options, url: str, model: str) -> list[Row]:
+    """The interleaving benchmark's conversations, each request carrying its whole history (what
+    the server keeps of it between turns is its own prompt cache)."""
+    conversations, rounds, max_tokens = interleave.shape(options)
+    histories = [[{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}] for _ in range(conversations)]
+    first_tokens: list[list[float]] = []
+    prompt_tokens: list[list[int]] = []
+    async with client(fresh=True) as http:
+        await complete(http, url, model, "Hello.", 4)
+        for turn in range(rounds):
+            firsts, prompts = [], []
+            for c, history in enumerate(histories):
+                history.append({"role": "user", "content": interleave.message(c, turn)})
+                answer = await chat(http, url, model, history, max_tokens)
+                history.append({"role": "assistant", "content": answer.text})
+                firsts.append(answer.first_token)
+                prompts.append(answer.prompt_tokens)
+            first_tokens.append(firsts)
+            prompt_tokens.append(prompts)
+    return interleave.rows(
+        first_tokens, prompt_tokens, options, bench="external", label="server directly: ", goal=False
+    )
+
+
 async def run(options: Options, model: str) -> list[Row]:
     url = options.openai_url
     assert url is not None
@@ -71,6 +125,7 @@ async def run(options: Options, model: str) -> list[Row]:
     figures = await direct(options, url, model, max_tokens)
     rows = concurrency.rows(figures, "server directly", max_tokens, bench="external", goal=False)
     rows = [row for row in rows if "slowest" not in row.label]
+    rows += await interleave_direct(options, url, model)
     through = await concurrency.run(
         options, "Parley via OpenAI backend", "external", backend="openai", base_url=url, model=model, concurrency=8
     )

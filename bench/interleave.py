@@ -21,8 +21,17 @@ FOLLOW_UPS = (
 )
 
 
+def shape(options: Options) -> tuple[int, int, int]:
+    """Conversations, rounds and max tokens per reply."""
+    return (4, 3, 24) if options.quick else (8, 8, 48)
+
+
+def message(conversation: int, turn: int) -> str:
+    return FACTUAL[conversation % len(FACTUAL)] if turn == 0 else FOLLOW_UPS[(turn - 1) % len(FOLLOW_UPS)]
+
+
 async def run(options: Options) -> list[Row]:
-    conversations, rounds, max_tokens = (4, 3, 24) if options.quick else (8, 8, 48)
+    conversations, rounds, max_tokens = shape(options)
     settings = bench_settings(options, "interleave", max_tokens=256)
     ids: list[str | None] = [None] * conversations
     first_tokens: list[list[float]] = []
@@ -34,37 +43,44 @@ async def run(options: Options) -> list[Row]:
         for turn in range(rounds):
             firsts, prompts = [], []
             for c in range(conversations):
-                message = FACTUAL[c % len(FACTUAL)] if turn == 0 else FOLLOW_UPS[(turn - 1) % len(FOLLOW_UPS)]
-                answer = await ask(http, url, message, max_tokens=max_tokens, conversation_id=ids[c])
+                answer = await ask(http, url, message(c, turn), max_tokens=max_tokens, conversation_id=ids[c])
                 ids[c] = answer.conversation_id
                 firsts.append(answer.first_token)
                 prompts.append(answer.prompt_tokens)
             first_tokens.append(firsts)
             prompt_tokens.append(prompts)
+    return rows(first_tokens, prompt_tokens, options)
+
+
+def rows(
+    first_tokens: list[list[float]],
+    prompt_tokens: list[list[int]],
+    options: Options,
+    *,
+    bench: str = "interleave",
+    label: str = "",
+    goal: bool = True,
+) -> list[Row]:
+    """``goal``: judge the ratio against the bot's goal (1.5x); another server's is not judged."""
+    conversations, rounds, max_tokens = shape(options)
     first, last = median(first_tokens[0]), median(first_tokens[-1])
-    shape = f"{conversations} conversations x {rounds} rounds, {max_tokens} max tokens"
+    note = f"{conversations} conversations x {rounds} rounds, {max_tokens} max tokens"
+    last_ratio = ratio(last, first)
+    wanted, ok = ("<= 1.5", last_ratio <= 1.5) if goal else ("", None)
     return [
         Row(
-            "interleave",
-            "first token, round 1 (median)",
+            bench,
+            f"{label}first token, round 1 (median)",
             first,
             "s",
             note=f"~{median(prompt_tokens[0]):.0f} tok",
         ),
         Row(
-            "interleave",
-            f"first token, round {rounds} (median)",
+            bench,
+            f"{label}first token, round {rounds} (median)",
             last,
             "s",
             note=f"~{median(prompt_tokens[-1]):.0f} tok",
         ),
-        Row(
-            "interleave",
-            f"round {rounds} / round 1",
-            ratio(last, first),
-            "x",
-            "<= 1.5",
-            ratio(last, first) <= 1.5,
-            shape,
-        ),
+        Row(bench, f"{label}round {rounds} / round 1", last_ratio, "x", wanted, ok, note),
     ]
