@@ -2,8 +2,10 @@
 
 The concurrency benchmark's prompts (each with the bot's system prompt), greedy, at 1, 4 and 8
 requests at once: straight to ``{url}/chat/completions``, then through Parley's HTTP API with the
-OpenAI backend pointed at the server (``CONCURRENCY=8``). Then the interleaving benchmark's
-conversations straight to the server, for its own round 8 / round 1. Tokens are the server's reported
+OpenAI backend pointed at the server (``CONCURRENCY=8``). Before those, the interleaving
+benchmark's conversations straight to the server, for its own round 8 / round 1: start the server
+afresh for it, since llama.cpp's server keeps earlier prompts (slots, ``--cache-ram``) and a
+first round it has seen before reads next to nothing. Tokens are the server's reported
 ``usage.completion_tokens``, or one per streamed chunk where it reports none. A server on this
 machine competes with the bot for its cores.
 """
@@ -122,10 +124,12 @@ async def run(options: Options, model: str) -> list[Row]:
     url = options.openai_url
     assert url is not None
     max_tokens = 48 if options.quick else 96
+    # The interleaving first: llama.cpp's server keeps prompts in its slots and its RAM prompt cache,
+    # and the concurrency run asks the same first questions.
+    interleaved = await interleave_direct(options, url, model)
     figures = await direct(options, url, model, max_tokens)
     rows = concurrency.rows(figures, "server directly", max_tokens, bench="external", goal=False)
-    rows = [row for row in rows if "slowest" not in row.label]
-    rows += await interleave_direct(options, url, model)
+    rows = [row for row in rows if "slowest" not in row.label] + interleaved
     through = await concurrency.run(
         options, "Parley via OpenAI backend", "external", backend="openai", base_url=url, model=model, concurrency=8
     )
