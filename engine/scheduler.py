@@ -548,6 +548,7 @@ class Scheduler:
 
     def _step(self) -> None:
         if not self._jobs:
+            self._flush()  # what ended in _next (a cancel, a failed start) goes out before reading ahead
             self._close_turn()
             return
         self._compact()
