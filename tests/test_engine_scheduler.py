@@ -69,6 +69,21 @@ async def first_delta(reply: Reply) -> str:
     return await anext(aiter(reply))
 
 
+@contextlib.asynccontextmanager
+async def queued_behind(engine: LocalEngine, name: str) -> AsyncIterator[tuple[Reply, Reply, asyncio.Task[str]]]:
+    """A long reply holding the engine's only place, and a short one (``name``'s) queued behind it: the
+    two replies and the queued one's text; the long one is cancelled on leaving."""
+    running = engine.generate(COUNT, LONG)
+    await first_delta(running)
+    try:
+        queued = engine.generate(chat(name, "Say hi."), SHORT)
+        waiting = asyncio.create_task(queued.text())
+        await wait_for(lambda: engine.stats.queued == 1)
+        yield running, queued, waiting
+    finally:
+        running.cancel()
+
+
 async def wait_for(condition: Any, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
@@ -266,13 +281,9 @@ async def test_a_saved_state_that_does_not_load_is_read_again(engine: LocalEngin
 
 
 async def test_cancel_frees_the_place_for_a_queued_request(single: LocalEngine) -> None:
-    running = single.generate(COUNT, LONG)
-    await first_delta(running)
-    queued = single.generate(chat("Queued", "Say hi."), SHORT)
-    waiting = asyncio.create_task(queued.text())
-    await wait_for(lambda: single.stats.queued == 1)
-    running.cancel()
-    assert (await waiting).strip()
+    async with queued_behind(single, "Queued") as (running, _, waiting):
+        running.cancel()
+        assert (await waiting).strip()
     rest = "".join([delta async for delta in running])
     assert running.usage.finish_reason == "cancelled"
     assert running.usage.completion_tokens < LONG.max_tokens
@@ -281,22 +292,15 @@ async def test_cancel_frees_the_place_for_a_queued_request(single: LocalEngine) 
 
 
 async def test_cancelling_a_queued_request_frees_its_queue_place_at_once(single: LocalEngine) -> None:
-    running = single.generate(COUNT, LONG)
-    await first_delta(running)
-    try:
-        queued = single.generate(chat("Impatient", "Say hi."), SHORT)
-        waiting = asyncio.create_task(queued.text())
-        await wait_for(lambda: single.stats.queued == 1)
+    async with queued_behind(single, "Impatient") as (_, queued, waiting):
         queued.cancel()
         assert await waiting == ""
         assert queued.usage.finish_reason == "cancelled"
         assert single.stats.queued == 0
         again = single.generate(chat("Next", "Say hi."), SHORT)
-        waiting = asyncio.create_task(again.text())
+        next_waiting = asyncio.create_task(again.text())
         await wait_for(lambda: single.stats.queued == 1)  # queued, not refused
-    finally:
-        running.cancel()
-    assert (await waiting).strip()
+    assert (await next_waiting).strip()
 
 
 async def test_closing_the_iterator_frees_the_place(single: LocalEngine) -> None:
@@ -312,32 +316,21 @@ async def test_a_full_queue_is_busy_at_once_and_a_long_wait_is_busy_at_the_timeo
     # A wait far shorter than the running reply, whose length the model decides: counting, it
     # ran for 121 tokens (1.2 s) on one machine and longer on another.
     async with started(parallel=1, queue_size=1, queue_timeout=0.25, repeat_penalty=1.0) as single:
-        running = single.generate(COUNT, LONG)
-        await first_delta(running)
-        try:
-            queued = single.generate(chat("Waiter", "Say hi."), SHORT)
-            waiting = asyncio.create_task(queued.text())
-            await wait_for(lambda: single.stats.queued == 1)
+        async with queued_behind(single, "Waiter") as (running, _, waiting):
             with pytest.raises(EngineBusy, match="busy"):
                 await single.generate(chat("Third", "Say hi."), SHORT).text()
             with pytest.raises(EngineBusy, match=r"within 0\.25s"):
                 await waiting  # queue_timeout: the long reply still holds the only place
             assert single.stats.queued == 0
             assert running.usage.finish_reason is None
-        finally:
-            running.cancel()
-            await running.text()
+        await running.text()
 
 
 async def test_stop_cancels_running_and_queued_replies() -> None:
     engine = LocalEngine(engine_settings(parallel=1, repeat_penalty=1.0))
     await engine.start()
-    running = engine.generate(COUNT, LONG)
-    await first_delta(running)
-    queued = engine.generate(chat("Late", "Say hi."), SHORT)
-    waiting = asyncio.create_task(queued.text())
-    await wait_for(lambda: engine.stats.queued == 1)
-    await engine.stop()
+    async with queued_behind(engine, "Late") as (running, queued, waiting):
+        await engine.stop()
     assert await waiting == ""
     assert queued.usage.finish_reason == "cancelled"
     await running.text()
