@@ -1,9 +1,10 @@
-"""Bounded memories for connectors: what a long-running bot remembers, without growing forever.
+"""Bounded memories: what a long-running bot remembers, without growing forever.
 
 Both forget their least recently used entries once they hold ``maxsize`` of them. A connector uses
 them for what it can afford to forget: event ids seen (dedupe of redeliveries), messages and
 threads the bot took part in, who is an admin. Forgetting costs an extra lookup or a missed
-dedupe, never a wrong answer about something the platform says explicitly.
+dedupe, never a wrong answer about something the platform says explicitly. The local engine
+remembers the token counts of message texts in one.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
+from bot.bounded import BoundedDict
 from bot.engine import ChatMessage, Engine, GenerationParams, QueueStatus, Reply, trim_history
 from bot.errors import ContextOverflow, EngineBusy, EngineError
 from bot.settings import EngineSettings
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 TEMPLATE_TOKENS = 5
 """Tokens a chat template adds around one message (role markers, separators): an estimate."""
 MB = 1024 * 1024
+CACHED_TEXTS = 4096
+"""Message texts whose token counts are remembered, for trimming."""
 
 
 class LocalEngine(Engine):
@@ -45,6 +48,7 @@ class LocalEngine(Engine):
         self._model: Model | None = None
         self._scheduler: Scheduler | None = None
         self._state = "stopped"
+        self._texts: BoundedDict[str, int] = BoundedDict(CACHED_TEXTS)
         self._waits = (0, 0.0)
         """Requests that got a place, and the seconds they waited for it in all."""
 
@@ -142,6 +146,7 @@ class LocalEngine(Engine):
         if self._model is not None:
             self._model.close()
             self._model = None
+        self._texts = BoundedDict(CACHED_TEXTS)
 
     def forget(self, affinity: str) -> None:
         if self._scheduler is not None:
@@ -158,12 +163,16 @@ class LocalEngine(Engine):
         """The prompt's tokens once the oldest history is dropped to leave room for ``max_tokens``
         (:func:`~bot.engine.trim_history`), and how many messages were dropped.
 
-        Tokenizing runs in a worker thread, one message at a time from the newest, so a long
-        history costs one tokenization per message kept, not one of the whole prompt per dropped one.
+        Tokenizing runs in a worker thread. The texts' counts are remembered (a history is counted
+        again every turn it is trimmed), so a turn tokenizes only its new texts and the kept prompt.
         """
 
-        def text_tokens(text: str) -> int:
-            return len(model.tokenize(text))
+        async def text_tokens(text: str) -> int:
+            known = self._texts.get(text)
+            if known is None:
+                known = len(await asyncio.to_thread(model.tokenize, text))
+                self._texts[text] = known
+            return known
 
         budget = self.settings.n_ctx - max_tokens
         trimmed = await trim_history(
@@ -171,7 +180,7 @@ class LocalEngine(Engine):
             budget,
             count=lambda prompt: asyncio.to_thread(model.prompt, prompt),
             size=len,
-            text_tokens=lambda text: asyncio.to_thread(text_tokens, text),
+            text_tokens=text_tokens,
             per_message=TEMPLATE_TOKENS,
         )
         if not trimmed.fits:
