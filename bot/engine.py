@@ -17,12 +17,16 @@ queues reports nothing.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Self, TypeVar
 
 Role = Literal["system", "user", "assistant"]
 P = TypeVar("P")
+
+TRIM_STEP = 0.25
+"""History is trimmed in steps of this share of the prompt's budget (see :func:`trim_history`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,16 +208,24 @@ async def trim_history(
     size: Callable[[P], int],
     text_tokens: Callable[[str], Awaitable[int]],
     per_message: float | None = None,
+    step: float = TRIM_STEP,
 ) -> Trimmed[P]:
     """The newest part of ``messages`` whose prompt takes at most ``budget`` tokens.
 
     The system prompt (a first ``system`` message) and the newest message are always kept; the
     oldest history goes first, and a kept history starts at a user message, never an assistant's.
     ``count`` is the engine's whole-prompt count (``size`` of its result is the tokens), the final
-    word on what fits; ``text_tokens`` counts one message's text. The cut is picked in one pass,
-    newest first, from the texts plus ``per_message`` template tokens each (``None``: this prompt's
-    own share, from its whole count, which needs every text counted); the kept prompt is then
-    counted whole, and the rare miss drops one more message.
+    word on what fits; ``text_tokens`` counts one message's text.
+
+    What is dropped is the excess rounded up to a whole number of steps of ``step`` times the
+    budget, counted from the oldest message (``0``: no more than must). So the cut stays on the same
+    message for the next turns, until the history has grown by another step: the kept prompt keeps
+    its prefix, and an engine that caches it reads only each turn's new tokens, where cutting no
+    more than must would change the prefix, and re-read the whole history, every turn.
+
+    The cut is picked in one pass, oldest first, from the texts plus ``per_message`` template tokens
+    each (``None``: this prompt's own share, from its whole count, which needs every text counted);
+    the kept prompt is then counted whole, and the rare miss drops one more message.
     """
     system = [m for m in messages[:1] if m.role == "system"]
     rest = list(messages[len(system) :])
@@ -221,19 +233,17 @@ async def trim_history(
     tokens = size(prompt)
     if tokens <= budget:
         return Trimmed(system + rest, 0, prompt, tokens, fits=True)
-    used: float = size(await count(system)) if system else 0
     texts: list[int] = []
     if per_message is None:
+        used = size(await count(system)) if system else 0
         texts = [await text_tokens(m.content) for m in rest]
         per_message = max(0.0, (tokens - used - sum(texts)) / max(1, len(rest)))
-    keep = 0
-    for index in reversed(range(len(rest))):
-        cost = (texts[index] if texts else await text_tokens(rest[index].content)) + per_message
-        if used + cost > budget and keep > 0:
-            break
-        used += cost
-        keep += 1
-    start = len(rest) - keep
+    quantum = max(1, int(budget * step))
+    target = quantum * math.ceil((tokens - budget) / quantum)
+    start, dropped = 0, 0.0
+    while start < len(rest) - 1 and dropped < target:
+        dropped += (texts[start] if texts else await text_tokens(rest[start].content)) + per_message
+        start += 1
     while True:
         while start < len(rest) - 1 and rest[start].role != "user":
             start += 1

