@@ -233,7 +233,7 @@ class ChatService:
         """
         async with self._locks.hold(key), self._engine_for(key) as (model, engine):
             conversation_id = await self.store.conversation(key, create_id=conversation_id)
-            history = await self.store.turns(conversation_id)
+            history = await self.store.history(conversation_id)
             author = requester or ""
             stored = with_files(text, files)
             user_turn = await self.store.add_turn(

@@ -27,6 +27,9 @@ from bot.conversation import ConversationKey, Scope
 from bot.engine import Role
 from bot.errors import StoreError
 
+HISTORY_TURNS = 500
+"""Turns a prompt is built from at most (:meth:`Store.history`)."""
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: first release
     """
@@ -448,6 +451,28 @@ class Store:
             (TurnStatus.SUPERSEDED, *turn_ids),
         )
         await self.db.commit()
+
+    async def history(self, conversation_id: str, *, window: int = HISTORY_TURNS) -> list[Turn]:
+        """The turns since the last reset that a prompt is built from, oldest first: all of them up to
+        ``window``; past that, from a first turn that moves on ``window // 2`` turns at a time.
+
+        Taking the newest ``window`` would move the first turn on every turn, and with it the start
+        the engine trims the history from (:func:`bot.engine.trim_history` cuts in steps counted
+        from the oldest message): the prompt's beginning, and so its cached KV, would change on
+        every turn of a long-lived conversation, a busy channel's say.
+        """
+        query = (
+            "SELECT COUNT(*) FROM turns t JOIN conversations c ON c.id = t.conversation_id"
+            " WHERE t.conversation_id = ? AND t.created_at >= c.reset_at"
+        )
+        async with self.db.execute(query, (conversation_id,)) as cursor:
+            row = await cursor.fetchone()
+        count = int(row[0]) if row is not None else 0
+        if count == 0:
+            return []
+        step = max(1, window // 2)
+        skip = 0 if count <= window else (count - step) // step * step
+        return await self.turns(conversation_id, limit=count - skip)
 
     async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = 500) -> list[Turn]:
         """The conversation's turns, oldest first (the newest ``limit``)."""

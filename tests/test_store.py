@@ -71,6 +71,24 @@ async def test_reset_hides_earlier_turns_from_history_only(tmp_path: Path) -> No
         assert [t.text for t in await store.turns(conversation, since_reset=False)] == ["old", "new"]
 
 
+async def test_a_long_history_starts_from_a_turn_that_moves_on_in_steps(tmp_path: Path) -> None:
+    async with Store(tmp_path / "p.db") as store:
+        conversation = await store.conversation(KEY)
+        await store.add_turn(conversation, "user", "before the reset")
+        await store.reset(conversation)
+        firsts = []
+        for i in range(1, 31):
+            await store.add_turn(conversation, "user", f"turn {i}")
+            history = await store.history(conversation, window=10)
+            assert history[-1].text == f"turn {i}"
+            assert len(history) == i if i <= 10 else 5 <= len(history) <= 10
+            firsts.append(history[0].text)
+        # All of the first 10; then, with 11 to 14 turns, from turn 6; with 15 to 19, from 11; ...
+        assert firsts[:10] == ["turn 1"] * 10
+        assert firsts[10:] == [f"turn {(i - 5) // 5 * 5 + 1}" for i in range(11, 31)]
+        assert firsts[10:14] == ["turn 6"] * 4
+
+
 async def test_channel_settings_persist(tmp_path: Path) -> None:
     path = tmp_path / "p.db"
     async with Store(path) as store:
