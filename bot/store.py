@@ -474,7 +474,7 @@ class Store:
         skip = 0 if count <= window else (count - step) // step * step
         return await self.turns(conversation_id, limit=count - skip)
 
-    async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = 500) -> list[Turn]:
+    async def turns(self, conversation_id: str, *, since_reset: bool = True, limit: int = HISTORY_TURNS) -> list[Turn]:
         """The conversation's turns, oldest first (the newest ``limit``)."""
         query = (
             "SELECT t.id, t.role, t.text, t.token_count, t.created_at, t.status, t.message_ids, t.seconds,"
