@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bot.engine import ChatMessage, GenerationParams, QueueStatus, Reply
-from bot.errors import EngineBusy
+from bot.errors import EngineBusy, EngineError
 from engine.kvcache import SavedState
 from engine.local import LocalEngine
 from engine.scheduler import EngineStats
@@ -193,6 +193,77 @@ async def test_an_idle_engine_reads_the_end_of_a_finished_turn_ahead(engine: Loc
     # Only the question and the answer's opening (as long as the suffix, plus a token where the
     # question meets it) are read; without the suffix read ahead it would be read too.
     assert change["prompt_tokens_decoded"] <= len(model.tokenize(question)) + len(model.turn_suffix) + 2
+
+
+async def test_a_returning_conversation_reads_the_end_of_its_turn_ahead_while_others_generate() -> None:
+    async with started(parallel=2, repeat_penalty=1.0) as engine:
+        model = engine.model
+        assert model is not None
+        suffix = len(model.turn_suffix)
+        running = engine.generate(COUNT, LONG)  # the engine is never idle while it runs
+        stream = aiter(running)
+        await anext(stream)
+        first = chat("Glaciers", "Name a glacier.")
+        before = engine.stats
+        answer = await engine.generate(first, SHORT, affinity="glaciers").text()
+        steps = engine.stats.steps
+        await wait_for(lambda: engine.stats.steps >= steps + 3)
+        # A first turn may be a one-off: its end waits for an idle engine, which this is not.
+        assert delta(before, engine.stats)["busy_ahead_tokens"] == 0
+        assert engine.stats.reading_ahead == 1
+
+        second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And another?")]
+        answer = await engine.generate(second, SHORT, affinity="glaciers").text()
+        await wait_for(lambda: engine.stats.reading_ahead == 0)
+        change = delta(before, engine.stats)
+        assert change["kv_hits"] == 1  # it came back: its end goes along with the long reply's steps
+        assert suffix <= change["busy_ahead_tokens"] <= suffix + 1  # + its last token, at max_tokens
+        assert change["idle_tokens"] == 0
+        question = "One more?"
+        _reply, change = await follow_up(engine, second, answer, question, "glaciers")
+        assert change["kv_hits"] == 1
+        assert change["prompt_tokens_decoded"] <= len(model.tokenize(question)) + suffix + 2
+        assert running.usage.finish_reason is None  # it ran all along: nothing was read while idle
+        running.cancel()
+        await running.text()
+
+
+async def test_a_step_that_fails_with_a_read_ahead_leaves_the_turn_to_be_read_again() -> None:
+    async with started(parallel=2, repeat_penalty=1.0) as engine:
+        scheduler = engine._scheduler
+        assert scheduler is not None
+        assert engine.model is not None
+        first = chat("Deltas", "Name a river delta.")
+        answer = await engine.generate(first, SHORT, affinity="deltas").text()
+        second = [*first, ChatMessage("assistant", answer), ChatMessage("user", "And another?")]
+        running = engine.generate(COUNT, LONG)
+        stream = aiter(running)
+        await anext(stream)
+        real = scheduler.context.decode
+        failed: list[int] = []
+
+        def decode(batch: Any) -> int:
+            raw = batch.raw
+            sampled = {raw.seq_id[i][0] for i in range(len(batch)) if raw.logits[i]}
+            if not failed and {raw.seq_id[i][0] for i in range(len(batch))} - sampled:
+                failed.append(len(batch))  # a sequence read ahead alongside the long reply's token
+                return 1  # llama.cpp: no KV room
+            return real(batch)
+
+        scheduler.context.decode = decode  # type: ignore[method-assign]
+        answer = await engine.generate(second, SHORT, affinity="deltas").text()  # a returning turn
+        with pytest.raises(EngineError, match="llama_decode failed"):
+            async for _ in stream:
+                pass
+        assert len(failed) == 1
+        assert failed[0] > 1
+        before = engine.stats
+        assert before.reading_ahead == 0
+        question = "One more?"
+        reply, change = await follow_up(engine, second, answer, question, "deltas")
+        assert change["kv_hits"] == 1  # the turn itself was kept; only its end is read again
+        assert change["prompt_tokens_decoded"] >= len(engine.model.tokenize(question)) + len(engine.model.turn_suffix)
+        assert reply.usage.finish_reason in {"stop", "length"}
 
 
 async def test_an_end_of_turn_read_ahead_is_dropped_when_the_conversation_is_forgotten(engine: LocalEngine) -> None:
