@@ -49,6 +49,8 @@ async def test_the_real_model_streams_a_reply_and_keeps_the_conversation(make_se
         assert final["done"] is True
         assert final["text"] == "".join(deltas)
         assert final["usage"]["completion_tokens"] > 0
+        assert final["usage"]["finish_reason"] in {"stop", "length"}
+        assert final["usage"]["dropped_messages"] == 0
         conversation_id = final["conversation_id"]
         assert all(e["conversation_id"] == conversation_id for e in events)
 
@@ -58,8 +60,15 @@ async def test_the_real_model_streams_a_reply_and_keeps_the_conversation(make_se
             second = await response.json()
         assert second["conversation_id"] == conversation_id
         assert second["text"].strip()
+        assert second["usage"]["finish_reason"] in {"stop", "length"}
         # The first exchange is in the second prompt.
         assert second["usage"]["prompt_tokens"] > final["usage"]["prompt_tokens"] + final["usage"]["completion_tokens"]
+
+        body = {"message": "Tell me a story.", "max_tokens": 2, "stream": False}
+        async with http.post(url(app, "/api/chat"), json=body) as response:
+            cut = await response.json()
+        assert cut["usage"]["finish_reason"] == "length"
+        assert cut["usage"]["completion_tokens"] == 2
 
         async with http.get(url(app, f"/api/conversations/{conversation_id}")) as response:
             history = await response.json()

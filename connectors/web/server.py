@@ -185,8 +185,16 @@ class WebReplier:
         return self.response
 
 
-def _usage(exchange: Exchange) -> dict[str, int]:
-    return {"prompt_tokens": exchange.usage.prompt_tokens, "completion_tokens": exchange.usage.completion_tokens}
+def _usage(exchange: Exchange) -> dict[str, int | str | None]:
+    """The reply's figures: ``finish_reason`` is ``stop`` (the model ended it), ``length`` (it ran to
+    ``max_tokens``) or ``cancelled`` (``/stop``); ``dropped_messages``: history left out to fit."""
+    usage = exchange.usage
+    return {
+        "prompt_tokens": usage.prompt_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "finish_reason": usage.finish_reason,
+        "dropped_messages": usage.dropped_messages,
+    }
 
 
 def _status_for(exc: ParleyError) -> int:
