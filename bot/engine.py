@@ -207,7 +207,7 @@ async def trim_history(
     count: Callable[[list[ChatMessage]], Awaitable[P]],
     size: Callable[[P], int],
     text_tokens: Callable[[str], Awaitable[int]],
-    per_message: float | None = None,
+    per_message: float | Callable[[ChatMessage], float] | None = None,
     step: float = TRIM_STEP,
 ) -> Trimmed[P]:
     """The newest part of ``messages`` whose prompt takes at most ``budget`` tokens.
@@ -224,7 +224,8 @@ async def trim_history(
     more than must would change the prefix, and re-read the whole history, every turn.
 
     The cut is picked in one pass, oldest first, from the texts plus ``per_message`` template tokens
-    each (``None``: this prompt's own share, from its whole count, which needs every text counted);
+    each (a function of the message: by role, where role names differ in tokens; ``None``: this
+    prompt's own share, from its whole count, which needs every text counted);
     the kept prompt is then counted whole, and the rare miss drops one more message.
     """
     system = [m for m in messages[:1] if m.role == "system"]
@@ -238,11 +239,16 @@ async def trim_history(
         used = size(await count(system)) if system else 0
         texts = [await text_tokens(m.content) for m in rest]
         per_message = max(0.0, (tokens - used - sum(texts)) / max(1, len(rest)))
+    share = per_message
+
+    def template(message: ChatMessage) -> float:
+        return share(message) if callable(share) else share
+
     quantum = max(1, int(budget * step))
     target = quantum * math.ceil((tokens - budget) / quantum)
     start, dropped = 0, 0.0
     while start < len(rest) - 1 and dropped < target:
-        dropped += (texts[start] if texts else await text_tokens(rest[start].content)) + per_message
+        dropped += (texts[start] if texts else await text_tokens(rest[start].content)) + template(rest[start])
         start += 1
     while True:
         while start < len(rest) - 1 and rest[start].role != "user":

@@ -14,10 +14,11 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from bot.engine import ChatMessage
+from bot.engine import ChatMessage, Role
 
 logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)  # llama.cpp's load chatter
 
@@ -107,6 +108,26 @@ class Model:
         if not suffix or whole[: len(head) + len(suffix)] != head + suffix:
             return ()
         return tuple(suffix)
+
+    @functools.cached_property
+    def message_tokens(self) -> dict[str, int]:
+        """Tokens the chat template adds around one history message's text, by role (ChatML: 5 for
+        ``user``, 6 for ``assistant``, whose name is two tokens), found by rendering probes. A role
+        that a template refuses in the probe (one that insists on alternating turns) is left out."""
+        text = "Parley probe text."
+        system = ChatMessage("system", "Parley-probe-system")
+        before: dict[Role, list[ChatMessage]] = {
+            "user": [system],
+            "assistant": [system, ChatMessage("user", "Parley-probe-user")],
+        }
+        found: dict[str, int] = {}
+        for role, head in before.items():
+            try:
+                added = len(self.prompt([*head, ChatMessage(role, text)])) - len(self.prompt(head))
+            except jinja2.TemplateError:
+                continue
+            found[role] = max(0, added - len(self.tokenize(text)))
+        return found
 
     def prompt(self, messages: Sequence[ChatMessage]) -> list[int]:
         """The chat template applied to ``messages`` (with the assistant's opening), as tokens."""

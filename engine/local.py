@@ -29,7 +29,8 @@ from engine.scheduler import DONE, STARTED, EngineStats, Request, Scheduler
 log = logging.getLogger(__name__)
 
 TEMPLATE_TOKENS = 5
-"""Tokens a chat template adds around one message (role markers, separators): an estimate."""
+"""Tokens a chat template adds around a message of a role its probe did not measure (an estimate);
+see :attr:`~engine.llama.Model.message_tokens`."""
 MB = 1024 * 1024
 CACHED_TEXTS = 4096
 """Message texts whose token counts are remembered, for trimming."""
@@ -119,6 +120,7 @@ class LocalEngine(Engine):
             raise
         disk = s.kv_cache_dir_mb * MB if s.kv_cache_dir is not None else 0
         cache = KVCache(self._namespace(context), s.kv_cache_mb * MB, s.kv_cache_dir, disk)
+        model.message_tokens  # noqa: B018 - rendered once here, in this thread, not on the first turn
         self._model = model
         return Scheduler(
             model,
@@ -181,7 +183,7 @@ class LocalEngine(Engine):
             count=lambda prompt: asyncio.to_thread(model.prompt, prompt),
             size=len,
             text_tokens=text_tokens,
-            per_message=TEMPLATE_TOKENS,
+            per_message=lambda message: model.message_tokens.get(message.role, TEMPLATE_TOKENS),
         )
         if not trimmed.fits:
             raise ContextOverflow(

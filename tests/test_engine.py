@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -185,3 +185,30 @@ async def test_the_cut_moves_in_steps_so_the_kept_prefix_lasts_for_several_turns
     grown = exchange * (len(starts[TRIM_STEP]) - 1)
     assert moves[TRIM_STEP] <= grown // int(budget * TRIM_STEP) + 1
     assert starts[TRIM_STEP] == sorted(starts[TRIM_STEP])  # and only ever forward
+
+
+async def test_a_template_cost_by_role_keeps_a_long_history_near_its_budget() -> None:
+    """Where a role's name costs more tokens (ChatML's ``assistant`` is two), a constant estimate
+    falls short on every dropped message and a long history keeps far less than its budget; the
+    cost by role keeps it within a step."""
+    cost = {"system": 3, "user": 3, "assistant": 4}
+
+    async def count(messages: list[ChatMessage]) -> int:
+        return sum(len(m.content) + cost[m.role] for m in messages) + OPENING
+
+    async def text(content: str) -> int:
+        return len(content)
+
+    messages = [msg("system", 20), *[msg("user", 10), msg("assistant", 10)] * 600, msg("user", 10)]
+    budget = 600
+    kept = {}
+    estimates: dict[str, float | Callable[[ChatMessage], float]] = {"by role": lambda m: cost[m.role], "constant": 3.0}
+    for name, per_message in estimates.items():
+        trimmed = await trim_history(
+            messages, budget, count=count, size=lambda n: n, text_tokens=text, per_message=per_message
+        )
+        assert trimmed.fits
+        kept[name] = trimmed.tokens
+    exchange = 10 + 3 + 10 + 4
+    assert kept["by role"] > budget - budget * TRIM_STEP - exchange
+    assert kept["constant"] < budget - budget * TRIM_STEP - exchange  # what the estimate missed

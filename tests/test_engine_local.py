@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.bundled import bundled_model_path
-from bot.engine import ChatMessage, GenerationParams
+from bot.engine import TRIM_STEP, ChatMessage, GenerationParams
 from bot.errors import ContextOverflow, EngineError
 from bot.settings import EngineSettings
 from engine.local import LocalEngine
@@ -93,6 +93,29 @@ async def test_history_is_trimmed_oldest_first_keeping_the_system_prompt() -> No
         assert usage.dropped_messages % 2 == 0  # whole exchanges: the kept history starts with a user turn
         assert usage.prompt_tokens <= 256 - 4
         assert usage.prompt_tokens >= await engine.count_tokens([history[0], history[-1]])
+    finally:
+        await engine.stop()
+
+
+async def test_a_long_history_is_trimmed_to_within_a_step_of_the_budget() -> None:
+    """ChatML's ``assistant`` is two tokens where ``user`` is one: counted as one, the 300 dropped
+    replies of this history would have cost it about 300 of its 504 tokens of room."""
+    engine = LocalEngine(engine_settings(n_ctx=512, parallel=1))
+    await engine.start()
+    try:
+        model = engine.model
+        assert model is not None
+        assert model.message_tokens == {"user": 5, "assistant": 6}
+        history: list[ChatMessage] = [ChatMessage("system", "You are Parley.")]
+        for i in range(300):
+            history += [ChatMessage("user", f"Question {i}?"), ChatMessage("assistant", f"Answer {i}.")]
+        history.append(ChatMessage("user", "Thanks!"))
+        reply = engine.generate(history, GenerationParams(max_tokens=8, temperature=0.0))
+        await reply.text()
+        budget = 512 - 8
+        exchange = await engine.count_tokens(history[1:3]) - await engine.count_tokens([])
+        assert reply.usage.dropped_messages > 0
+        assert budget - budget * TRIM_STEP - exchange < reply.usage.prompt_tokens <= budget
     finally:
         await engine.stop()
 
