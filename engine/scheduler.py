@@ -627,10 +627,10 @@ class Scheduler:
 
     def _ahead(self, batch: Batch, room: int) -> _Closing | None:
         """Add the whole tail of the first finished turn of a returning conversation to ``batch``
-        (a step in which other replies generate), if ``room`` takes it; the entry added."""
-        self._closing = [entry for entry in self._closing if self._current(entry)]
+        (a step in which other replies generate), if ``room`` takes it; the entry added. Runs every
+        such step, so it allocates nothing: stale entries go when idle (:meth:`_close_turn`)."""
         for entry in self._closing:
-            if entry.returning and len(entry.tail) <= room:
+            if entry.returning and len(entry.tail) <= room and self._current(entry):
                 for i, token in enumerate(entry.tail):
                     batch.add(token, entry.length + i, entry.place.seq, logits=False)
                 return entry
