@@ -693,8 +693,8 @@ class ChatService:
     async def notify(self, connector: Connector, destination: Destination, text: str) -> None:
         """Send one short message, paced like any other."""
         try:
-            await connector.pacer.acquire(destination.channel, connector.pacing(destination))
-            await connector.send(destination, text)
+            async with connector.pacer.paced(destination.channel, connector.pacing(destination)):
+                await connector.send(destination, text)
             self.metrics.platform_calls.labels(connector.name, "send").inc()
         except RateLimited as exc:
             self.metrics.rate_limited.labels(connector.name, "send").inc()

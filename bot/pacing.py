@@ -6,15 +6,19 @@ N calls per sliding window, an optional cap on all channels together (Telegram's
 second per bot), and any wait the platform itself asked for (:meth:`Pacer.block`).
 
 A :class:`Pacing` states the platform's documented limit; the pacer keeps a margin below it
-(:data:`MARGIN`), so that a limit is never met exactly: the platform counts from when a call
-arrives, which is later than when it was sent.
+(:data:`MARGIN`), so that a limit is never met exactly. The platform counts a call when it
+arrives, some time between when it was sent and when its answer came back, so a channel's gap is
+counted from the previous call's answer (:meth:`Pacer.paced` holds the channel for the call):
+however long one call takes to get there, the next cannot arrive too soon after it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 MARGIN = 0.1
@@ -91,9 +95,11 @@ class Pacer:
                 ready = max(ready, clock.recent[-cap] + pacing.window_seconds)
         return ready
 
-    async def acquire(self, channel: str, pacing: Pacing) -> None:
-        """Wait until a call to ``channel`` (and, under ``total``, to any channel) is allowed, then
-        count one call."""
+    @contextlib.asynccontextmanager
+    async def paced(self, channel: str, pacing: Pacing) -> AsyncIterator[None]:
+        """Wait until a call to ``channel`` (and, under ``total``, to any channel) is allowed, and
+        hold the channel while the body makes it; the next call's gap counts from when the body
+        ends, however it ends."""
         clock = self._clock(channel)
         async with clock.lock:
             await self._wait(clock, pacing)
@@ -101,10 +107,13 @@ class Pacer:
                 total = self._clock(ALL_CHANNELS)
                 async with total.lock:
                     await self._wait(total, self.total)
-                # The call goes out now, not when the channel was ready: count it from now.
+            try:
+                yield
+            finally:
+                # Counted from the answer, not from when the call went out (see the module docstring).
                 now = asyncio.get_running_loop().time()
                 clock.last = now
-                if pacing.cap is not None:
+                if pacing.cap is not None and clock.recent:  # the newest is this call's
                     clock.recent[-1] = now
 
     @staticmethod

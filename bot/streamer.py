@@ -493,9 +493,9 @@ class ReplyStreamer:
         failures = 0
         channel = key or self._destination.channel
         while True:
-            await self._connector.pacer.acquire(channel, pacing or self._pacing)
             try:
-                result = await make()
+                async with self._connector.pacer.paced(channel, pacing or self._pacing):
+                    result = await make()
             except RateLimited as exc:
                 self._note(method, rate_limited=True)
                 self._connector.pacer.block(channel, exc.retry_after)

@@ -11,12 +11,13 @@ from bot.pacing import Pacer, Pacing
 async def times(pacer: Pacer, channel: str, pacing: Pacing, n: int) -> list[float]:
     """When each call was let through, as the pacer counts it.
 
-    Reading the clock after ``acquire`` returns would add however long the OS kept the process
+    Reading the clock after the call would add however long the OS kept the process
     off the CPU in between, which on a loaded machine is more than the tolerance below.
     """
     out = []
     for _ in range(n):
-        await pacer.acquire(channel, pacing)
+        async with pacer.paced(channel, pacing):
+            pass
         out.append(pacer._clock(channel).last)
     return out
 
@@ -43,11 +44,13 @@ async def test_block_holds_the_channel() -> None:
     pacer = Pacer()
     pacing = Pacing(min_interval=0.0)
     loop = asyncio.get_running_loop()
-    await pacer.acquire("c", pacing)
+    async with pacer.paced("c", pacing):
+        pass
     pacer.block("c", 0.15)
     assert pacer.delay("c", pacing) > 0.1
     start = loop.time()
-    await pacer.acquire("c", pacing)
+    async with pacer.paced("c", pacing):
+        pass
     assert loop.time() - start >= 0.15 - 0.002
     assert pacer.delay("other", pacing) == 0
 
@@ -76,3 +79,33 @@ async def test_a_total_cap_spans_all_channels() -> None:
     stamps = sorted(t for s in series for t in s)
     for i in range(4, len(stamps)):
         assert stamps[i] - stamps[i - 4] >= 0.3 - 0.002
+
+
+async def test_the_gap_counts_from_the_previous_calls_answer() -> None:
+    """The platform counts a call when it arrives, up to when it is answered: a call that took
+    long to get there must not let the next one arrive too soon after it."""
+    pacer = Pacer()
+    pacing = Pacing(min_interval=0.05, margin=0)
+    loop = asyncio.get_running_loop()
+    answered: list[float] = []
+    started: list[float] = []
+
+    async def call(seconds: float) -> None:
+        async with pacer.paced("c", pacing):
+            started.append(loop.time())
+            await asyncio.sleep(seconds)
+            answered.append(loop.time())
+
+    await asyncio.gather(call(0.2), call(0.0), call(0.0))
+    assert len(started) == 3
+    for i in (1, 2):
+        assert started[i] - answered[i - 1] >= 0.05 - 0.002  # not while the one before is out, nor right after
+
+
+async def test_a_failed_call_still_counts() -> None:
+    pacer = Pacer()
+    pacing = Pacing(min_interval=0.1, margin=0)
+    with pytest.raises(RuntimeError):
+        async with pacer.paced("c", pacing):
+            raise RuntimeError("the platform refused")
+    assert pacer.delay("c", pacing) > 0.05
