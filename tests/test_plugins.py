@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -207,6 +208,21 @@ class Client:
             answer: dict[str, Any] = await response.json()
             answer["status"] = response.status
             return answer
+
+
+async def test_a_streamed_command_ends_with_its_whole_answer(make_settings: MakeSettings) -> None:
+    """Like a chat reply's, a command's last event carries the text, for clients that read only it."""
+    async with make_app(make_settings()) as app, aiohttp.ClientSession() as http:
+        assert app.web is not None
+        async with http.post(app.web.url + "/api/chat", json={"message": "/stop"}) as response:
+            events = [
+                json.loads(line[6:]) for line in (await response.read()).splitlines() if line.startswith(b"data: ")
+            ]
+    nothing = "Nothing is being written in this conversation."
+    assert [e.get("text") for e in events] == [nothing, nothing]
+    assert events[0]["ephemeral"] is True
+    assert events[-1]["done"] is True
+    assert events[-1]["command"] == "stop"
 
 
 async def test_example_plugin_shows_in_help_and_runs_with_typed_args(

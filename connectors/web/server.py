@@ -144,8 +144,8 @@ class WebReplier:
 
     Text answers are events ``{"conversation_id", "command", "text", "ephemeral"}``; a streamed model
     answer sends ``delta`` events like a chat reply (and ``queue`` events while it waits). The last
-    event is ``{"conversation_id", "command", "done": true}``. Without streaming:
-    ``{"conversation_id", "command", "text"}``.
+    event is ``{"conversation_id", "command", "text", "done": true}`` with every answer's text, as a
+    chat reply's last event has the whole reply. Without streaming: ``{"conversation_id", "command", "text"}``.
     """
 
     def __init__(
@@ -179,9 +179,7 @@ class WebReplier:
         body = {"conversation_id": self.conversation_id, "command": self.command, "text": "\n\n".join(self.texts)}
         if self.response is None:
             return web.json_response(body)
-        await write_event(
-            self.response, {"conversation_id": self.conversation_id, "command": self.command, "done": True}
-        )
+        await write_event(self.response, body | {"done": True})
         return self.response
 
 
