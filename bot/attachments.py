@@ -9,7 +9,8 @@ download starts, and a download stops once it passes the limit), read, and dropp
 - **text**: a ``text/*`` MIME type, a known textual ``application/*`` type (JSON, XML, YAML, …) or a
   known extension (``.md``, ``.py``, ``.csv``, …); decoded as UTF-8 (a UTF-16 BOM is honoured) with
   undecodable bytes replaced; a file with NUL bytes is binary and is not read.
-- **pdf**: its text layer, page by page, through ``pypdf`` (in a worker thread, bounded in time).
+- **pdf**: its text layer, page by page, through ``pypdf`` in a child process that is killed after
+  ``PDF_SECONDS`` (:mod:`bot.pdftext`).
 - **image**: PNG, JPEG, GIF or WebP, checked by its first bytes; only a vision engine gets it.
 
 Each text is cut at ``max_chars``; :meth:`Reading.shrink` cuts further so the turn fits the
@@ -19,21 +20,17 @@ the user's text in the stored turn, so later turns still see them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import io
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import pypdf
-from pypdf.errors import PyPdfError
-
 from bot.conversation import Attachment, clean_text
 from bot.engine import Image
 from bot.errors import FileTooLarge, ParleyError
+from bot.pdftext import PdfUnreadable, read_pdf
 from bot.settings import AttachmentSettings
 
 log = logging.getLogger(__name__)
@@ -344,36 +341,12 @@ def _text(name: str, mime: str, data: bytes, limit: int) -> FileText:
 
 async def _pdf(name: str, data: bytes, limit: int) -> FileText:
     try:
-        text, complete, pages = await asyncio.wait_for(asyncio.to_thread(_pdf_text, data, limit), PDF_SECONDS)
-    except TimeoutError:
-        raise Unreadable("reading its text took too long") from None
-    text = clean_text(text).strip()
+        found = await read_pdf(data, limit, PDF_SECONDS)
+    except PdfUnreadable as exc:
+        raise Unreadable(str(exc)) from None
+    text = clean_text(found.text).strip()
     if not text:
         raise Unreadable("it has no text layer (a scan or pictures only)")
-    return FileText(name, "application/pdf", text[:limit], complete=complete and len(text) <= limit, pages=pages)
-
-
-def _pdf_text(data: bytes, limit: int) -> tuple[str, bool, int]:
-    """A PDF's text up to ``limit`` characters, whether that is all of it, and its page count."""
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise Unreadable("it is encrypted")
-        pages = len(reader.pages)
-        parts: list[str] = []
-        size = 0
-        for page in reader.pages:
-            if size > limit:
-                return "\n\n".join(parts), False, pages
-            part = page.extract_text() or ""
-            parts.append(part)
-            size += len(part) + 2
-        return "\n\n".join(parts), True, pages
-    except Unreadable:
-        raise
-    except PyPdfError as exc:
-        log.info("a PDF could not be read: %s", exc)
-        raise Unreadable("it is not a readable PDF") from None
-    except Exception as exc:  # noqa: BLE001 - pypdf has no closed list of what a broken file raises
-        log.info("a PDF could not be read: %r", exc)
-        raise Unreadable("it is not a readable PDF") from None
+    return FileText(
+        name, "application/pdf", text[:limit], complete=found.complete and len(text) <= limit, pages=found.pages
+    )

@@ -22,6 +22,30 @@ def tiny_pdf(*lines: str) -> bytes:
         b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
+    return _pdf(objects)
+
+
+def endless_pdf(pages: int = 200, shows: int = 50_000) -> bytes:
+    """A few kilobytes of hostile PDF: ``pages`` pages that all share one compressed content stream
+    of ``shows`` empty text shows, so reading it gives no text and keeps a parser busy for minutes
+    (about 1.5 s a page here)."""
+    stream = zlib.compress(b"BT /F1 12 Tf " + b"() Tj 1 0 Td " * shows + b"ET", 9)
+    kids = b" ".join(b"%d 0 R" % (5 + i) for i in range(pages))
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [%s] /Count %d >>" % (kids, pages),
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    ]
+    page = (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 3 0 R"
+        b" /Resources << /Font << /F1 4 0 R >> >> >>"
+    )
+    return _pdf(objects + [page] * pages)
+
+
+def _pdf(objects: list[bytes]) -> bytes:
+    """Objects 1, 2, ... in a PDF file with a byte-exact cross-reference table."""
     out = bytearray(b"%PDF-1.4\n")
     offsets = []
     for number, body in enumerate(objects, start=1):

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
+from pathlib import Path
 
 import pypdf
+import pytest
 
+from bot import attachments
 from bot.attachments import NO_VISION, FileText, Reading, kind_of, read_attachments
 from bot.chat import ChatService
 from bot.conversation import Attachment, IncomingMessage
 from bot.errors import ConnectorError, FileTooLarge
 from bot.inbox import _message_json, _message_of
+from bot.pdftext import PdfUnreadable, read_pdf
 from bot.prompt import with_files
 from bot.settings import AttachmentSettings
 from bot.store import Turn, TurnStatus
 from tests.conftest import MakeSettings
-from tests.files import JPEG, tiny_pdf, tiny_png
+from tests.files import JPEG, endless_pdf, tiny_pdf, tiny_png
 from tests.support import RecordingConnector, ScriptedEngine, make_app, wait_idle
 
 SETTINGS = AttachmentSettings()
@@ -120,6 +125,36 @@ async def test_an_encrypted_pdf_is_named_as_such() -> None:
     locked, _ = file("locked.pdf", "application/pdf", buffer.getvalue())
     reading = await read_attachments([locked], SETTINGS, vision=False)
     assert reading.notes == ("📎 locked.pdf was not read: it is encrypted.",)
+
+
+def pdf_readers() -> list[int]:
+    """Processes of this user that run ``bot.pdftext``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if b"bot.pdftext" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+async def test_a_pdf_that_takes_too_long_is_given_up_and_its_reader_stopped() -> None:
+    """A hostile PDF (minutes of parsing in a few kilobytes) is named as such at the deadline, and
+    nothing keeps reading it afterwards to slow the replies down."""
+    started = time.monotonic()
+    with pytest.raises(PdfUnreadable, match="took too long"):
+        await read_pdf(endless_pdf(), 10_000, seconds=1.0)
+    assert time.monotonic() - started < 10
+    assert pdf_readers() == []
+
+
+async def test_a_hostile_pdf_gets_a_note_and_the_other_files_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(attachments, "PDF_SECONDS", 1.0)
+    hostile, _ = file("endless.pdf", "application/pdf", endless_pdf())
+    notes, _ = file("notes.txt", "text/plain", b"the rest")
+    reading = await read_attachments([hostile, notes], SETTINGS, vision=False)
+    assert reading.notes == ("📎 endless.pdf was not read: reading its text took too long.",)
+    assert [f.text for f in reading.files] == ["the rest"]
 
 
 async def test_images_go_to_a_vision_model_and_get_one_line_otherwise() -> None:
