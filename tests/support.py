@@ -45,7 +45,8 @@ class ScriptedEngine(Engine):
 
     Tokens are counted as words plus four per message, so prompt sizes grow and shrink the way a
     real tokenizer's do. ``delay`` seconds pass between words (for ``/stop`` and shutdown tests);
-    ``fail`` makes the next replies raise it. ``prompts`` records every prompt it was given.
+    ``fail`` makes the next replies raise it (after ``fail_after`` words). ``prompts`` records
+    every prompt it was given.
     With ``places``, at most that many replies generate at once and the others wait in a
     :class:`~bot.waiting.Line` (reporting their place in it), for up to ``queue_timeout`` s.
     """
@@ -70,6 +71,7 @@ class ScriptedEngine(Engine):
         self.busy = 0
         """Replies generating right now."""
         self.fail: EngineError | None = None
+        self.fail_after = 0
         self.forgotten: list[str] = []
         self._state = "stopped"
 
@@ -108,7 +110,7 @@ class ScriptedEngine(Engine):
         return Reply(lambda reply: self._stream(reply, list(messages), params))
 
     async def _stream(self, reply: Reply, messages: list[ChatMessage], params: GenerationParams) -> AsyncIterator[str]:
-        if self.fail is not None:
+        if self.fail is not None and not self.fail_after:
             raise self.fail
         if self.tokens(messages[-1:]) > self.n_ctx - params.max_tokens:
             raise ContextOverflow(f"prompt does not fit {self.n_ctx - params.max_tokens} tokens")
@@ -119,9 +121,11 @@ class ScriptedEngine(Engine):
         async with place:
             self.busy += 1
             try:
-                for word in words[: params.max_tokens]:
+                for count, word in enumerate(words[: params.max_tokens]):
                     if reply.cancelled:
                         break
+                    if self.fail is not None and self.fail_after and count == self.fail_after:
+                        raise self.fail
                     if self.delay:
                         await asyncio.sleep(self.delay)
                         if reply.cancelled:

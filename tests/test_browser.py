@@ -261,13 +261,33 @@ async def test_a_past_conversation_reopens_from_the_list(make_settings: MakeSett
         await expect(page.locator(".turn.user")).to_have_text(["First topic", "More on it"])
 
 
-async def test_a_reply_that_fails_is_marked_and_the_error_shown(make_settings: MakeSettings, browser: Browser) -> None:
+async def test_a_reply_refused_before_its_first_word_gives_the_text_back(
+    make_settings: MakeSettings, browser: Browser
+) -> None:
+    """The API answers such a refusal with an HTTP error: the page shows it and puts the message
+    back in the box, to send again."""
     engine = ScriptedEngine()
     async with make_app(make_settings(), engine) as app:
         assert app.web is not None
         page = await browser.new_page()
         await page.goto(app.web.url + "/")
         engine.fail = EngineError("the model fell over")
+        await send(page, "Hello?")
+        await expect(page.locator("#error")).to_have_text("The model could not answer just now. Please try again.")
+        await expect(page.locator("#message")).to_have_value("Hello?")
+        await expect(page.locator(".turn")).to_have_count(0)
+        await expect(page.locator("#send")).to_be_visible()
+
+
+async def test_a_reply_that_fails_midway_is_marked_and_the_error_shown(
+    make_settings: MakeSettings, browser: Browser
+) -> None:
+    engine = ScriptedEngine(long_story, delay=0.02)
+    async with make_app(make_settings(engine={"max_tokens": 400}), engine) as app:
+        assert app.web is not None
+        page = await browser.new_page()
+        await page.goto(app.web.url + "/")
+        engine.fail, engine.fail_after = EngineError("the model fell over"), 5
         await send(page, "Hello?")
         await expect(page.locator("#error")).to_have_text("The model could not answer just now. Please try again.")
         await expect(page.locator(".turn.assistant .note")).to_have_text("(failed)")

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from bot.app import Parley
+from bot.errors import EngineBusy
 from bot.store import TurnStatus
 from tests.conftest import MakeSettings
 from tests.support import ScriptedEngine, long_story, make_app
@@ -138,16 +139,33 @@ async def test_lone_surrogates_and_nul_are_cleaned_before_they_are_stored(app: P
     assert turns[1].text == answer["text"]
 
 
-async def test_a_prompt_too_long_for_the_context_is_an_error_event(make_settings: MakeSettings) -> None:
+async def test_a_prompt_too_long_for_the_context_is_a_413_streamed_or_not(make_settings: MakeSettings) -> None:
+    """Refused before anything is streamed, so the stream is not opened: an HTTP error, as documented."""
     settings = make_settings(engine={"n_ctx": 512, "max_tokens": 32})
     async with make_app(settings) as app, aiohttp.ClientSession() as http:
         body = {"message": "lorem ipsum " * 600}
-        async with http.post(url(app, "/api/chat"), json=body) as response:
-            events = await sse(response)
-        assert events[-1]["done"] is True
-        assert events[-1]["error"]["type"] == "ContextOverflow"
-        async with http.post(url(app, "/api/chat"), json=body | {"stream": False}) as response:
-            assert response.status == 413
+        for stream in (True, False):
+            async with http.post(url(app, "/api/chat"), json=body | {"stream": stream}) as response:
+                assert response.status == 413
+                assert response.content_type == "application/json"
+                assert (await response.json())["error"]["type"] == "ContextOverflow"
+
+
+async def test_a_refusal_before_the_first_event_is_a_503_and_one_after_it_an_error_event(
+    make_settings: MakeSettings,
+) -> None:
+    engine = ScriptedEngine()
+    async with make_app(make_settings(), engine) as app, aiohttp.ClientSession() as http:
+        engine.fail = EngineBusy("8 replies running, 4 waiting")  # a full queue answers at once
+        async with http.post(url(app, "/api/chat"), json={"message": "hi"}) as response:
+            assert response.status == 503
+            assert (await response.json())["error"] == {
+                "type": "EngineBusy",
+                "message": "The bot is busy with other replies. Please try again in a moment.",
+            }
+        engine.fail = None
+        async with http.post(url(app, "/api/chat"), json={"message": "hi"}) as response:
+            assert (await sse(response))[-1]["done"] is True
         async with http.post(url(app, "/api/chat"), json={"message": "hi", "stream": False}) as response:
             assert response.status == 200
 
@@ -330,3 +348,21 @@ async def test_a_reply_that_waits_for_the_engine_streams_its_place_in_line_first
         assert events[-1][1]["text"] == " ".join(f"w{i}" for i in range(10))
     positions = {e["position"] for events in results[1:] for name, e in events if name == "queue"}
     assert positions >= {1, 2}
+
+
+async def test_a_wait_that_runs_out_after_its_queue_events_ends_the_stream_with_an_error(
+    make_settings: MakeSettings,
+) -> None:
+    """Once the stream has told the client its place, a queue timeout is its last event."""
+    engine = ScriptedEngine(long_story, delay=0.05, places=1, queue_timeout=0.6)
+    settings = make_settings(engine={"max_tokens": 40}, queue_notice_after=0.1)
+    async with make_app(settings, engine) as app, aiohttp.ClientSession() as http:
+        first = asyncio.create_task(http.post(url(app, "/api/chat"), json={"message": "a long story"}))
+        await asyncio.sleep(0.2)
+        async with http.post(url(app, "/api/chat"), json={"message": "and me?"}) as response:
+            assert response.status == 200
+            events = await named_events(response)
+        (await first).close()
+    assert events[0][0] == "queue"
+    assert events[-1][1]["error"]["type"] == "EngineBusy"
+    assert events[-1][1]["done"] is True

@@ -124,17 +124,19 @@ async def write_event(response: web.StreamResponse, event: dict[str, Any], *, na
     await response.write(head + b"data: " + json.dumps(event, ensure_ascii=False).encode() + b"\n\n")
 
 
-def queue_notices(
-    exchange: Exchange, response: web.StreamResponse | None, after: float
-) -> contextlib.AbstractAsyncContextManager[None]:
-    """While ``exchange`` waits for the engine past ``after`` s: ``event: queue`` events on ``response``,
+Send = Callable[[dict[str, Any], str | None], Awaitable[None]]
+"""Writes one SSE event, with an ``event:`` name or none."""
+
+
+def queue_notices(exchange: Exchange, send: Send | None, after: float) -> contextlib.AbstractAsyncContextManager[None]:
+    """While ``exchange`` waits for the engine past ``after`` s: ``event: queue`` events through ``send``,
     ``{"conversation_id", "position", "eta_seconds"}`` (rounded; ``null`` without an estimate)."""
 
     async def show(status: QueueStatus) -> None:
-        if response is not None:
+        if send is not None:
             event = {"conversation_id": exchange.conversation_id, "position": status.position}
             eta = status.eta_seconds
-            await write_event(response, event | {"eta_seconds": None if eta is None else round(eta)}, name="queue")
+            await send(event | {"eta_seconds": None if eta is None else round(eta)}, "queue")
 
     return notices(exchange.reply, show, after=after)
 
@@ -161,6 +163,10 @@ class WebReplier:
         self.response = response
         self.texts: list[str] = []
 
+    async def _send(self, event: dict[str, Any], name: str | None) -> None:
+        if self.response is not None:
+            await write_event(self.response, event, name=name)
+
     async def text(self, text: str, *, ephemeral: bool = False) -> None:
         self.texts.append(text)
         if self.response is not None:
@@ -168,7 +174,7 @@ class WebReplier:
             await write_event(self.response, event | {"ephemeral": ephemeral})
 
     async def stream(self, exchange: Exchange) -> str:
-        async with queue_notices(exchange, self.response, self.queue_notice_after):
+        async with queue_notices(exchange, self._send if self.response is not None else None, self.queue_notice_after):
             async for delta in exchange:
                 if self.response is not None:
                     await write_event(self.response, {"conversation_id": self.conversation_id, "delta": delta})
@@ -417,16 +423,21 @@ class WebServer:
     async def _stream(
         self, request: web.Request, conversation_id: str, exchange_cm: Any
     ) -> tuple[web.StreamResponse, str]:
-        response = await self._open_stream(request)
+        """The reply as SSE. The stream opens with its first event, so a refusal that comes before
+        any (a full queue, a prompt the context cannot hold) is an HTTP error like any other."""
+        response: web.StreamResponse | None = None
         text = ""
 
-        async def send(event: dict[str, Any]) -> None:
-            await write_event(response, event)
+        async def send(event: dict[str, Any], name: str | None = None) -> None:
+            nonlocal response
+            if response is None:
+                response = await self._open_stream(request)
+            await write_event(response, event, name=name)
 
         try:
             async with exchange_cm as exchange:
                 try:
-                    async with queue_notices(exchange, response, self.parley.settings.queue_notice_after):
+                    async with queue_notices(exchange, send, self.parley.settings.queue_notice_after):
                         async for delta in exchange:
                             await send({"conversation_id": conversation_id, "delta": delta})
                 except (ConnectionResetError, asyncio.CancelledError):
@@ -436,8 +447,12 @@ class WebServer:
                 await send({"conversation_id": conversation_id, "text": text, "usage": _usage(exchange), "done": True})
         except ParleyError as exc:
             log.warning("web reply in %s failed: %s", conversation_id, exc)
+            if response is None:
+                raise ApiError(_status_for(exc), type(exc).__name__, exc.user_message) from exc
             error = {"type": type(exc).__name__, "message": exc.user_message}
             await send({"conversation_id": conversation_id, "error": error, "done": True})
         except ConnectionResetError:
             log.info("client left during the reply in %s", conversation_id)
+        if response is None:  # the client left before anything was written
+            response = await self._open_stream(request)
         return response, text
