@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import time
 from pathlib import Path
 
@@ -128,12 +129,13 @@ async def test_an_encrypted_pdf_is_named_as_such() -> None:
 
 
 def pdf_readers() -> list[int]:
-    """Processes of this user that run ``bot.pdftext``."""
+    """This process's children that run ``bot.pdftext`` (other test workers have their own)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if b"bot.pdftext" in (entry / "cmdline").read_bytes():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                parent = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+                if parent == os.getpid() and b"bot.pdftext" in (entry / "cmdline").read_bytes():
                     found.append(int(entry.name))
     return found
 
