@@ -106,8 +106,11 @@ class Parley:
     def _engine_detail(self) -> str:
         engine = self.settings.engine
         if engine.backend == "openai":
-            return f"{engine.base_url}, model {engine.model}"
-        return f"{engine.model_path}, n_ctx {engine.n_ctx}, {engine.threads} threads, {engine.concurrency} slot(s)"
+            return f"{engine.base_url}, model {engine.model}, {engine.concurrency} replies at once"
+        return (
+            f"{engine.model_path}, {engine.parallel} sequences of {engine.n_ctx} tokens in one context, "
+            f"{engine.threads} threads"
+        )
 
     async def _pause_intake(self) -> None:
         for connector in self.connectors:

@@ -29,7 +29,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bot.bundled import bundled_model_path
 from bot.errors import ConfigError
 
-DEFAULT_SYSTEM_PROMPT = "You are Parley, a helpful assistant in a community chat. Answer briefly and clearly."
+DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant in a community chat. Answer briefly and clearly."
+"""Names no one: told it is "Parley", the bundled 135M model answered "What is the capital of France?" in
+French ("L'Étoile, la France, est le pays de la France.", greedy), and got it right without the name."""
 PERSONA_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 PERSONA_RESERVED = frozenset({"default", "lock", "off"})
 """Words of the ``/persona`` command, which cannot name a persona."""
@@ -410,7 +412,8 @@ class Settings(BaseSettings):
     """SQLite file for conversations (WAL mode; the schema migrates itself on start)."""
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, json_schema_extra={"doc_default": f"“{DEFAULT_SYSTEM_PROMPT}”"})
     """System prompt for every conversation; empty sends none. A channel's admins can override it with
-    ``/system``."""
+    ``/system``. The default gives the bot no name: the bundled 135M model, told it is "Parley",
+    answered questions about France in French. With a bigger model, a name here is worth a try."""
     models: dict[str, EngineSettings] = Field(default_factory=dict, json_schema_extra={"doc_default": "none"})
     """More models users choose with ``/model``, besides ``default`` (the one ``ENGINE`` configures): one group of
     variables per model, ``PARLEY_MODELS__<NAME>__<FIELD>`` with any field of ``ENGINE`` (``BACKEND``,
