@@ -4,7 +4,8 @@
                               [--runs 5] [--threads 2] [--bot-threads N]
                               [--openai-url http://127.0.0.1:8081/v1 --openai-model NAME]
 
-- single: the bot's HTTP API against raw llama-cpp-python streaming, same prompt, greedy.
+- single: the bot's HTTP API against raw llama-cpp-python streaming, same prompt, greedy; and the
+  plainest low-level llama.cpp loop, the ceiling.
 - concurrency: total tok/s with 1, 4 and 8 conversations at once through the HTTP API.
 - interleave: 8 conversations taking turns for 8 rounds; first-token time, first round and last.
 - restart: first-token time of a ~1,000-token conversation's next turn, before and after a restart.
