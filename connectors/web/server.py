@@ -453,6 +453,6 @@ class WebServer:
             await send({"conversation_id": conversation_id, "error": error, "done": True})
         except ConnectionResetError:
             log.info("client left during the reply in %s", conversation_id)
-        if response is None:  # the client left before anything was written
-            response = await self._open_stream(request)
+        if response is None:  # the client left while its stream was being opened: this reaches no one
+            response = web.Response()
         return response, text
