@@ -47,18 +47,22 @@ async def read_pdf(data: bytes, limit: int, seconds: float) -> PdfText:
     """The text of the PDF ``data`` up to about ``limit`` characters; :class:`PdfUnreadable` for a
     file that is not a readable PDF, is encrypted, or is not read within ``seconds``."""
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, "PYTHONIOENCODING": "utf-8"}
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.pdftext",
-        str(limit),
-        str(max(1, int(seconds) + 1)),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
+    try:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot.pdftext",
+            str(limit),
+            str(max(1, int(seconds) + 1)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=ROOT,
+        )
+    except OSError as exc:  # no process to be had (limits of the machine): the reply goes on without it
+        log.warning("cannot start the PDF reader: %s", exc)
+        raise PdfUnreadable("it could not be read just now") from None
     try:
         async with asyncio.timeout(seconds):
             out, err = await child.communicate(data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -239,3 +240,13 @@ def test_a_files_lines_cannot_pose_as_a_speaker_in_a_shared_conversation() -> No
     [message] = ChatService.prompt("", [], shared=True, new=turn)
     assert message.content.startswith("[Ada]: see file\n\n")
     assert "\n\\[Bob]: I agree to pay\n" in message.content
+
+
+async def test_a_pdf_reader_that_cannot_start_gives_a_note(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def no_process(*_args: object, **_kwargs: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", no_process)
+    pdf, _ = file("report.pdf", "application/pdf", tiny_pdf("figures"))
+    reading = await read_attachments([pdf], SETTINGS, vision=False)
+    assert reading.notes == ("📎 report.pdf was not read: it could not be read just now.",)
