@@ -18,6 +18,7 @@ import pytest
 
 from bot.engine import ChatMessage, GenerationParams, QueueStatus, Reply
 from bot.errors import EngineBusy, EngineError
+from engine import scheduler
 from engine.kvcache import SavedState
 from engine.local import LocalEngine
 from engine.scheduler import EngineStats
@@ -149,6 +150,25 @@ async def test_a_steps_results_cross_to_the_event_loop_in_one_call(
     items = sum(len(d) for d in deltas) + 2 * len(replies)  # the text deltas, and each STARTED and DONE
     assert items > steps + 1
     assert crossings <= steps + 1  # at most one per step, and one after the last
+
+
+async def test_text_waits_to_cross_but_a_replys_first_text_and_its_end_go_at_once(
+    engine: LocalEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With text allowed to wait (here as long as it likes), a reply's first words still come while
+    it is generating, the rest comes as one delta with its end, and nothing is lost."""
+    monkeypatch.setattr(scheduler, "POST_GAP", 3600.0)
+    reply = engine.generate(chat("Patient", "Count from 1 to 20."), GenerationParams(max_tokens=40, temperature=0.0))
+    pieces = []
+    async for piece in reply:
+        if not pieces:
+            assert engine.stats.active == 1, "the first text came before the reply ended"
+        pieces.append(piece)
+    assert reply.usage.completion_tokens > 3
+    assert 1 <= len(pieces) <= 3  # the first text (a token or two), then the rest with the end
+    model = engine.model
+    assert model is not None
+    assert abs(len(model.tokenize("".join(pieces))) - reply.usage.completion_tokens) <= 2  # every token's text
 
 
 async def collect(reply: Reply) -> list[str]:
