@@ -217,10 +217,10 @@ class Scheduler:
         """Finished turns whose template suffix is to be decoded once the engine is idle."""
         self._suffix = list(model.turn_suffix)
         self._outbox: list[tuple[Request, object]] = []
+        """Results of the worker not yet posted to their consumers (see the module docstring)."""
         self._urgent = False
         """The outbox holds something to post in the next step (not only text that can wait)."""
         self._posted_at = 0.0
-        """Results of the worker not yet posted to their consumers (see the module docstring)."""
         self._n_ctx_seq = int(context.config["n_ctx_seq"])
         self._worked_at = 0.0
         """When the worker last finished a step for a request (``monotonic``)."""
@@ -693,7 +693,7 @@ class Scheduler:
         job.generated += 1
         text = job.text.decode(self.model.piece(token))
         if text:
-            self._send(job.request, text, urgent=job.generated == 1 or not job.shown)
+            self._send(job.request, text, urgent=not job.shown)
             job.shown = True
         if job.generated >= job.request.params.max_tokens:
             self._finish(job, "length", tail=[token, *self._suffix])

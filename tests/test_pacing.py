@@ -102,10 +102,15 @@ async def test_the_gap_counts_from_the_previous_calls_answer() -> None:
         assert started[i] - answered[i - 1] >= 0.05 - 0.002  # not while the one before is out, nor right after
 
 
-async def test_a_failed_call_still_counts() -> None:
+async def test_a_failed_call_still_counts_from_its_answer() -> None:
     pacer = Pacer()
     pacing = Pacing(min_interval=0.1, margin=0)
-    with pytest.raises(RuntimeError):
+
+    async def refused() -> None:
         async with pacer.paced("c", pacing):
+            await asyncio.sleep(0.2)  # longer than the interval: counted from the send, it would be over
             raise RuntimeError("the platform refused")
+
+    with pytest.raises(RuntimeError):
+        await refused()
     assert pacer.delay("c", pacing) > 0.05
