@@ -6,7 +6,8 @@ cannot be stopped, so a hostile file read in one would keep a core busy after it
 it, and on a small machine slow every reply the engine writes. :func:`read_pdf` runs
 ``python -m bot.pdftext`` instead: the file on its stdin, a JSON answer on its stdout. The child
 runs at a lower priority than the bot, under a memory and a CPU-time limit, with none of the bot's
-environment (no tokens), and is killed at the deadline.
+environment (no tokens), and is killed at the deadline. At most ``READERS`` children run at once,
+however many people send PDFs together: a file waits for a place at most as long as it may be read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import logging
 import os
 import sys
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,8 @@ MEMORY_LIMIT = 1024 * 1024 * 1024
 """Address space of the child, in bytes: a decompression bomb fails there instead of in the bot."""
 NICENESS = 10
 """How much lower the child's priority is than the bot's: the engine's threads come first."""
+READERS = 2
+"""PDF readers running at once (each may hold ``MEMORY_LIMIT`` and a core); the others wait."""
 ROOT = str(Path(__file__).resolve().parent.parent)
 """Where the ``bot`` package is, so the child finds it however the bot was started."""
 
@@ -43,9 +47,28 @@ class PdfText:
     pages: int
 
 
+_places: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+"""The readers' places, per event loop (a semaphore belongs to the loop it first waits in)."""
+
+
 async def read_pdf(data: bytes, limit: int, seconds: float) -> PdfText:
     """The text of the PDF ``data`` up to about ``limit`` characters; :class:`PdfUnreadable` for a
-    file that is not a readable PDF, is encrypted, or is not read within ``seconds``."""
+    file that is not a readable PDF, is encrypted, or is not read within ``seconds``, and when no
+    reader's place frees within ``seconds`` (too many PDFs at once)."""
+    places = _places.setdefault(asyncio.get_running_loop(), asyncio.Semaphore(READERS))
+    try:
+        async with asyncio.timeout(seconds):
+            await places.acquire()
+    except TimeoutError:
+        log.warning("no PDF reader free within %.0f s (%d at once)", seconds, READERS)
+        raise PdfUnreadable("it could not be read just now") from None
+    try:
+        return await _read(data, limit, seconds)
+    finally:
+        places.release()
+
+
+async def _read(data: bytes, limit: int, seconds: float) -> PdfText:
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": ROOT, "PYTHONIOENCODING": "utf-8"}
     try:
         child = await asyncio.create_subprocess_exec(

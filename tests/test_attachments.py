@@ -12,7 +12,7 @@ from pathlib import Path
 import pypdf
 import pytest
 
-from bot import attachments
+from bot import attachments, pdftext
 from bot.attachments import NO_VISION, FileText, Reading, kind_of, read_attachments
 from bot.chat import ChatService
 from bot.conversation import Attachment, IncomingMessage
@@ -148,6 +148,48 @@ async def test_a_pdf_that_takes_too_long_is_given_up_and_its_reader_stopped() ->
     with pytest.raises(PdfUnreadable, match="took too long"):
         await read_pdf(endless_pdf(), 10_000, seconds=1.0)
     assert time.monotonic() - started < 10
+    assert pdf_readers() == []
+
+
+async def test_pdfs_sent_together_take_turns_for_the_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """However many PDFs arrive at once, no more than ``READERS`` children read them, and the ones that
+    waited are still read."""
+    monkeypatch.setattr(pdftext, "READERS", 1)
+    monkeypatch.setattr(pdftext, "_places", pdftext.weakref.WeakKeyDictionary())
+    most = 0
+
+    async def watch() -> None:
+        nonlocal most
+        while True:
+            most = max(most, len(pdf_readers()))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        hostile = asyncio.create_task(read_pdf(endless_pdf(), 10_000, seconds=1.0))
+        await asyncio.sleep(0.2)
+        found = await asyncio.gather(*(read_pdf(tiny_pdf(f"page {i}"), 10_000, seconds=10.0) for i in range(3)))
+        with pytest.raises(PdfUnreadable, match="took too long"):
+            await hostile
+    finally:
+        watcher.cancel()
+    assert [f.text.strip() for f in found] == ["page 0", "page 1", "page 2"]
+    assert most == 1
+    assert pdf_readers() == []
+
+
+async def test_a_pdf_that_finds_no_reader_free_in_time_is_named_as_such(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pdftext, "READERS", 1)
+    monkeypatch.setattr(pdftext, "_places", pdftext.weakref.WeakKeyDictionary())
+    hostile = asyncio.create_task(read_pdf(endless_pdf(), 10_000, seconds=5.0))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(PdfUnreadable, match="could not be read just now"):
+        await read_pdf(tiny_pdf("waits"), 10_000, seconds=0.5)
+    assert time.monotonic() - started < 3
+    hostile.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await hostile
     assert pdf_readers() == []
 
 
