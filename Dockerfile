@@ -119,6 +119,7 @@ COPY --from=app /opt/app/ /
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PARLEY_DB_PATH=/data/parley.db \
+    PARLEY_ENGINE__KV_CACHE_DIR=/data/kv-cache \
     PARLEY_WEB__HOST=0.0.0.0 \
     PARLEY_WEB__PORT=8080
 

@@ -99,7 +99,7 @@ class EngineSettings(BaseModel):
     kv_cache_dir: Path | None = None
     """Local: a directory for states evicted from RAM and, at shutdown, for every kept conversation, so
     conversations resume quickly after a restart. Entries are keyed by the model file and the context's shape,
-    so a different model or setting never loads them."""
+    so a different model or setting never loads them. Empty: none (the Docker image sets one on its volume)."""
     kv_cache_dir_mb: int = Field(2048, ge=0)
     """Local: bound of that directory (used only with ``KV_CACHE_DIR``); the least recently used files go
     first."""
@@ -132,6 +132,12 @@ class EngineSettings(BaseModel):
     """OpenAI backend: the model sees images, so images sent to the bot go to it as ``image_url`` content
     parts (base64 ``data:`` URLs). Off, or on the local backend, the user is told in one line that the model
     cannot see images, and their text is answered."""
+
+    @field_validator("kv_cache_dir", mode="before")
+    @classmethod
+    def _no_dir(cls, value: object) -> object:
+        """An empty value (``KV_CACHE_DIR=``) is no directory, not the working one."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("model_path")
     @classmethod

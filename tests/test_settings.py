@@ -36,6 +36,14 @@ def test_nested_environment_variables_and_lists(monkeypatch: pytest.MonkeyPatch)
     assert settings.system_prompt == "Be brief."
 
 
+def test_an_empty_kv_cache_dir_is_none_not_the_working_directory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Docker image sets one; ``-e PARLEY_ENGINE__KV_CACHE_DIR=`` turns it off."""
+    monkeypatch.setenv("PARLEY_ENGINE__KV_CACHE_DIR", "")
+    assert load_settings().engine.kv_cache_dir is None
+    monkeypatch.setenv("PARLEY_ENGINE__KV_CACHE_DIR", "kv")
+    assert load_settings().engine.kv_cache_dir == Path("kv")
+
+
 def test_dotenv_file_is_read(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("PARLEY_WEB__PORT=9999\nPARLEY_DB_PATH=data/x.db\n")
     settings = load_settings()
