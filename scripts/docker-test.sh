@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make docker-test`: build Parley's image on a local Debian base, run it, wait for /healthz, chat once through the
-# API, print the image size and the time to become healthy, and remove the container and its volume.
+# API, restart it in the middle of that conversation (its KV state kept on the volume), print the image size and the time to become healthy, and remove the container and its volume.
 #
 # Needs root (or sudo) the first time: it installs Debian's docker.io and debootstrap when they are missing and starts
 # dockerd when no engine answers. Docker Hub is not needed: the base image is made with debootstrap and
@@ -163,6 +163,33 @@ print("conversation_id:", body["conversation_id"])
 print("text:", json.dumps(body["text"]))
 print("usage:", json.dumps(body["usage"]))
 ' "$reply"
+
+log "a restart in the middle of the conversation"
+conversation=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1])["conversation_id"])' "$reply")
+docker restart -t 30 "$NAME" >/dev/null
+for _ in $(seq "$HEALTH_TIMEOUT"); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/healthz" || true)" = 200 ] && break
+    sleep 1
+done
+[ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$URL/healthz" || true)" = 200 ] \
+    || { docker logs "$NAME" >&2; die "no 200 from /healthz after the restart"; }
+kept=$(docker exec "$NAME" sh -c 'ls /data/kv-cache/*/*.kv 2>/dev/null | wc -l')
+[ "$kept" -ge 1 ] || die "no KV state in /data/kv-cache after the restart"
+echo "KV states kept on the volume: $kept"
+again=$(curl -s --fail-with-body --max-time 120 -X POST -H "Authorization: Bearer $API_KEY" \
+    -H 'Content-Type: application/json' \
+    --data "{\"message\": \"And once more.\", \"stream\": false, \"conversation_id\": \"$conversation\"}" \
+    "$URL/api/chat") || die "POST /api/chat after the restart failed: $again"
+python3 -c '
+import json, sys
+body = json.loads(sys.argv[1])
+assert body["text"].strip() and body["conversation_id"] == sys.argv[2], body
+print("same conversation after the restart:", json.dumps(body["text"]))
+' "$again" "$conversation"
+hits=$(curl -s -H "Authorization: Bearer $API_KEY" "$URL/metrics" | awk '/^parley_engine_kv_cache_hits_total /{print $2}')
+python3 -c 'import sys; sys.exit(float(sys.argv[1] or 0) < 1)' "$hits" \
+    || die "the turn after the restart re-read its history (kv_cache_hits $hits)"
+echo "it continued from the KV state on the volume (parley_engine_kv_cache_hits_total $hits)"
 
 log "inside the container"
 docker exec "$NAME" sh -c 'echo "user: $(id -un) ($(id -u):$(id -g))"; ls -l /data/parley.db; test ! -e /run/secrets/ca'
