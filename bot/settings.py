@@ -93,6 +93,10 @@ class EngineSettings(BaseModel):
     prompt_chunk: int = Field(256, ge=16, le=8192)
     """Local: prompt tokens read per decoding step (shared by the replies that are starting), so a long new
     prompt holds up the replies already streaming by one short step at a time."""
+    flash_attn: Literal["auto", "on", "off"] = "auto"
+    """Local: llama.cpp's flash attention, ``auto`` (llama.cpp decides: on, CPU included), ``on`` or ``off``. On
+    CPU, ``off`` reads long histories faster and ``on`` batches short replies faster: see
+    [below](#local-engine-threads-memory-and-bigger-models)."""
     kv_cache_mb: int = Field(256, ge=0)
     """Local: RAM for the KV of conversations whose sequence was given to another; their next turn restores it
     instead of re-reading the history. ``0``: none kept."""

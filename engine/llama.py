@@ -157,10 +157,20 @@ class Model:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
 
+FLASH_ATTN = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
+
 class Context:
     """One context holding ``n_seq`` sequences of ``n_ctx_seq`` tokens each."""
 
-    def __init__(self, model: Model, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int) -> None:
+    def __init__(
+        self, model: Model, *, n_ctx_seq: int, n_seq: int, n_batch: int, threads: int, flash_attn: str = "auto"
+    ) -> None:
+        """``flash_attn``: ``auto`` (llama.cpp decides: on where the backend has it), ``on`` or ``off``."""
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx_seq * n_seq
         params.n_seq_max = n_seq
@@ -169,13 +179,16 @@ class Context:
         params.n_threads = threads
         params.n_threads_batch = threads
         params.kv_unified = False
+        params.flash_attn_type = FLASH_ATTN[flash_attn]
         params.no_perf = True
-        self.config = {
+        self.n_ctx_seq = n_ctx_seq
+        self.config: dict[str, int | bool | str] = {
             "n_ctx_seq": n_ctx_seq,
             "n_seq": n_seq,
             "kv_unified": False,
             "type_k": int(params.type_k),
             "type_v": int(params.type_v),
+            "flash_attn": flash_attn,  # the V cache is laid out differently with and without it
         }
         self._ctx = llama_cpp.llama_init_from_model(model.handle, params)
         if not self._ctx:

@@ -113,7 +113,12 @@ class LocalEngine(Engine):
         model = Model(self.model_path)
         try:
             context = Context(
-                model, n_ctx_seq=s.n_ctx, n_seq=s.parallel, n_batch=s.prompt_chunk + s.parallel, threads=s.threads
+                model,
+                n_ctx_seq=s.n_ctx,
+                n_seq=s.parallel,
+                n_batch=s.prompt_chunk + s.parallel,
+                threads=s.threads,
+                flash_attn=s.flash_attn,
             )
         except LlamaError:
             model.close()

@@ -221,7 +221,7 @@ class Scheduler:
         self._urgent = False
         """The outbox holds something to post in the next step (not only text that can wait)."""
         self._posted_at = 0.0
-        self._n_ctx_seq = int(context.config["n_ctx_seq"])
+        self._n_ctx_seq = context.n_ctx_seq
         self._worked_at = 0.0
         """When the worker last finished a step for a request (``monotonic``)."""
         self._running = 0
