@@ -237,7 +237,7 @@ class ChatService:
             author = requester or ""
             stored = with_files(text, files)
             user_turn = await self.store.add_turn(
-                conversation_id, "user", stored, author=author, author_name=author_name
+                conversation_id, "user", stored, author=author, author_name=author_name, inbox_entry=entry
             )
             new = Turn(user_turn, "user", stored, 0, time.time(), TurnStatus.COMPLETE, (), 0.0, author, author_name)
             since = max(last_answer(history), await self.store.reset_time(conversation_id))
@@ -253,9 +253,9 @@ class ChatService:
                 images=tuple(images),
             )
             messages = build_prompt(parts)
-            turn_id = await self.store.add_turn(conversation_id, "assistant", "", status=TurnStatus.STREAMING)
-            if entry is not None:
-                await self.inbox.started(entry, (user_turn, turn_id))
+            turn_id = await self.store.add_turn(
+                conversation_id, "assistant", "", status=TurnStatus.STREAMING, inbox_entry=entry
+            )
             if params is None:
                 params = self.params(model=model)
             else:  # the caller's (the web API's) limits, within this model's
@@ -483,8 +483,7 @@ class ChatService:
         by_platform = {connector.name: connector for connector in connectors}
         entries = await self.inbox.open_entries()
         for entry in entries:
-            if entry.turn_ids:
-                await self.store.supersede(entry.turn_ids)
+            await self.store.supersede(entry.id, entry.turn_ids)
             self._enqueue(entry, by_platform.get(entry.message.platform))
         if entries:
             log.info("answering %d messages stored before the restart", len(entries))

@@ -43,7 +43,8 @@ class InboxEntry:
     reply_ids: tuple[str, ...] = ()
     """Platform ids of the messages that carry the reply so far (placeholder first)."""
     turn_ids: tuple[int, ...] = ()
-    """The user and assistant turns of an answer that was started."""
+    """The turns of an answer started by an earlier release; the turns now carry their entry
+    (:meth:`bot.store.Store.add_turn`), written in one row, with no crash window between the two."""
 
 
 def _message_json(message: IncomingMessage) -> str:
@@ -88,9 +89,6 @@ class Inbox:
     async def replied_in(self, entry_id: int, reply_ids: tuple[str, ...]) -> None:
         """Remember the messages that carry the reply (the placeholder as soon as it is posted)."""
         await self._set(entry_id, "reply_ids = ?", json.dumps(list(reply_ids)))
-
-    async def started(self, entry_id: int, turn_ids: tuple[int, ...]) -> None:
-        await self._set(entry_id, "turn_ids = ?", json.dumps(list(turn_ids)))
 
     async def done(self, entry_id: int) -> None:
         await self._set(entry_id, "state = ?", InboxState.DONE)

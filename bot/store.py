@@ -131,6 +131,12 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX heard_by_channel ON heard (platform, channel, id);
     CREATE INDEX heard_by_age ON heard (created_at);
     """,
+    # 6: the inbox entry a turn answers, written with the turn itself: a crash between storing a user's turn
+    # and noting it in the inbox left that turn in the history when the entry was answered again
+    """
+    ALTER TABLE turns ADD COLUMN inbox_entry INTEGER;
+    CREATE INDEX turns_by_inbox_entry ON turns (inbox_entry) WHERE inbox_entry IS NOT NULL;
+    """,
 )
 
 
@@ -400,10 +406,13 @@ class Store:
         message_ids: tuple[str, ...] = (),
         author: str = "",
         author_name: str = "",
+        inbox_entry: int | None = None,
     ) -> int:
+        """A new turn's id. ``inbox_entry``: the inbox entry it answers, stored in the same row, so that
+        answering that entry again after a crash can take every turn it left out of the history."""
         cursor = await self.db.execute(
             "INSERT INTO turns (conversation_id, role, text, token_count, created_at, status, message_ids,"
-            " author, author_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " author, author_name, inbox_entry) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 conversation_id,
                 role,
@@ -414,6 +423,7 @@ class Store:
                 json.dumps(list(message_ids)),
                 author,
                 author_name,
+                inbox_entry,
             ),
         )
         await self.db.commit()
@@ -443,12 +453,13 @@ class Store:
         await self.db.execute(f"UPDATE turns SET {assignments} WHERE id = ?", (*changes.values(), turn_id))  # noqa: S608
         await self.db.commit()
 
-    async def supersede(self, turn_ids: tuple[int, ...]) -> None:
-        """Take the turns of an answer cut off by a crash out of the history (they are answered again)."""
+    async def supersede(self, inbox_entry: int, turn_ids: tuple[int, ...] = ()) -> None:
+        """Take the turns of an answer cut off by a crash out of the history (they are answered again):
+        those stored for ``inbox_entry``, and ``turn_ids`` (noted in the inbox by earlier releases)."""
         marks = ", ".join("?" * len(turn_ids))
         await self.db.execute(
-            f"UPDATE turns SET status = ? WHERE id IN ({marks})",  # noqa: S608 - only placeholders
-            (TurnStatus.SUPERSEDED, *turn_ids),
+            f"UPDATE turns SET status = ? WHERE inbox_entry = ? OR id IN ({marks})",  # noqa: S608 - placeholders
+            (TurnStatus.SUPERSEDED, inbox_entry, *turn_ids),
         )
         await self.db.commit()
 

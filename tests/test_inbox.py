@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiosqlite
+import pytest
 
 from bot.connector import SentMessage
 from bot.conversation import Destination, IncomingMessage
@@ -103,6 +106,44 @@ async def test_unanswered_and_cut_off_messages_are_answered_after_a_restart(make
         # The answers after the restart saw the history without the cut-off attempt.
         last = next(p for p in reversed(engine.prompts) if p[-1].content == "question 2")
         assert [m.role for m in last if m.role != "system"] == ["user", "assistant"] * 2 + ["user"]
+
+
+async def test_a_crash_after_the_question_is_stored_does_not_store_it_twice(
+    make_settings: MakeSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped (as a kill would) after the user's turn is stored and before its reply's turn exists:
+    answered again after the restart, the question is in the history once."""
+    settings = make_settings(web={"enabled": False}, shutdown_timeout=0, engine={"max_tokens": 30})
+    connector = roomy()
+    app = make_app(settings, ScriptedEngine(long_story))
+    app.attach(connectors=[connector])
+    await app.start()
+    reached, never = asyncio.Event(), asyncio.Event()
+
+    async def recall(*_args: object) -> str:  # between the user's turn and the reply's
+        reached.set()
+        await never.wait()
+        return ""
+
+    monkeypatch.setattr(app.chat.notes, "recall", recall)
+    await app.chat.receive(dm("question 0", "m0"), connector)
+    await asyncio.wait_for(reached.wait(), 10)
+    await app.stop()
+    async with Store(settings.db_path) as store:
+        rows = await store.db.execute_fetchall("SELECT role, text FROM turns ORDER BY id")
+    assert list(rows) == [("user", "question 0")]
+
+    app = make_app(settings, ScriptedEngine(long_story))
+    app.attach(connectors=[connector])
+    async with app:
+        await wait_idle(app)
+        assert await app.chat.inbox.depth() == 0
+        key = app.chat.key_for(dm("", ""))
+        turns = await app.store.turns(await app.store.conversation(key))
+        kept = [(t.role, t.text) for t in turns if t.status is not TurnStatus.SUPERSEDED]
+        assert [role for role, _ in kept] == ["user", "assistant"], turns
+        assert kept[0][1] == "question 0"
+        assert kept[1][1].strip().endswith("word29")
 
 
 async def test_a_resumed_reply_reuses_the_cut_off_messages() -> None:
