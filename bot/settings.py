@@ -103,7 +103,8 @@ class EngineSettings(BaseModel):
     kv_cache_dir: Path | None = None
     """Local: a directory for states evicted from RAM and, at shutdown, for every kept conversation, so
     conversations resume quickly after a restart. Entries are keyed by the model file and the context's shape,
-    so a different model or setting never loads them. Empty: none (the Docker image sets one on its volume)."""
+    so a different model or setting never loads them; at start the states of another model or setting are
+    deleted (folders of other content are left alone). Empty: none (the Docker image sets one on its volume)."""
     kv_cache_dir_mb: int = Field(2048, ge=0)
     """Local: bound of that directory (used only with ``KV_CACHE_DIR``); the least recently used files go
     first."""

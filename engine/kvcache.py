@@ -8,8 +8,11 @@ another context shape is never offered (llama.cpp checks tensor shapes, not mode
 The directory tier takes entries evicted from RAM and everything in RAM at ``flush()`` (on
 shutdown), so conversations resume quickly after a restart. Files are written atomically (a
 temporary file, then ``os.replace``), carry a checksum, and are indexed at start-up; a file that
-does not read back cleanly is deleted and reported as a miss. The caller owns thread safety:
-the engine's worker thread is the only user.
+does not read back cleanly is deleted and reported as a miss. The directory is the engine's own:
+at start-up the states of other namespaces in it (saved before the model file or a context
+setting changed, which no engine of this configuration can load) are deleted, so that they do
+not hold disk space outside the bound. The caller owns thread safety: the engine's worker thread
+is the only user.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import struct
 import zlib
 from collections import OrderedDict
@@ -30,6 +34,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 MAGIC = b"PKV1"
+_NAMESPACE = re.compile(r"[0-9a-f]{16}")
 _HEADER = struct.Struct("<4sI")
 
 
@@ -160,6 +165,7 @@ class KVCache:
         assert self._dir is not None
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
+            self._drop_other_namespaces()
             found = []
             for path in self._dir.iterdir():
                 if path.suffix == ".tmp":
@@ -175,6 +181,30 @@ class KVCache:
             self._files[name] = size
             self._disk_used += size
         self._shrink_disk()
+
+    def _drop_other_namespaces(self) -> None:
+        """Delete the states of the directory's other namespaces: folders named like one (16 hex
+        digits) that hold only state files. Anything else in the directory is left alone."""
+        assert self._dir is not None
+        removed, freed = 0, 0
+        for folder in self._dir.parent.iterdir():
+            if folder == self._dir or not _NAMESPACE.fullmatch(folder.name) or not folder.is_dir():
+                continue
+            try:
+                files = list(folder.iterdir())
+                if any(path.suffix not in {".kv", ".tmp"} or not path.is_file() for path in files):
+                    continue
+            except OSError:
+                continue
+            for path in files:
+                with contextlib.suppress(OSError):
+                    size = path.stat().st_size
+                    path.unlink()
+                    removed, freed = removed + 1, freed + size
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if removed:
+            log.info("KV cache: deleted %d states (%.0f MB) of another model or context setting", removed, freed / 1e6)
 
     def _write(self, key: str, saved: SavedState) -> None:
         if self._dir is None:

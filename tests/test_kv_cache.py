@@ -121,3 +121,27 @@ def test_the_longest_shared_prefix_is_found_in_ram_and_left_there() -> None:
     assert cache.ram_entries == 3
     assert "long" in cache
     assert "missing" not in cache
+
+
+def test_states_of_another_configuration_are_deleted_at_start_and_nothing_else(tmp_path: Path) -> None:
+    """After the model file or a context setting changes, the old namespace's states can never load:
+    they go, so they hold no disk outside the bound. Folders that are not namespaces stay."""
+    old, new = "0123456789abcdef", "fedcba9876543210"
+    before = KVCache(old, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    before.put("a", state(10))
+    assert before.disk_entries == 1
+    theirs = tmp_path / "not-a-namespace"
+    theirs.mkdir()
+    (theirs / "x.kv").write_bytes(b"kept")
+    mixed = tmp_path / "aaaaaaaaaaaaaaaa"
+    mixed.mkdir()
+    (mixed / "notes.txt").write_text("kept")
+    (mixed / "y.kv").write_bytes(b"kept")
+
+    after = KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    after.put("a", state(10))
+    assert not (tmp_path / old).exists()
+    assert (theirs / "x.kv").read_bytes() == b"kept"
+    assert (mixed / "notes.txt").exists()
+    assert (mixed / "y.kv").exists()
+    assert KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000).disk_entries == 1
