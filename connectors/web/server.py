@@ -128,15 +128,14 @@ Send = Callable[[dict[str, Any], str | None], Awaitable[None]]
 """Writes one SSE event, with an ``event:`` name or none."""
 
 
-def queue_notices(exchange: Exchange, send: Send | None, after: float) -> contextlib.AbstractAsyncContextManager[None]:
+def queue_notices(exchange: Exchange, send: Send, after: float) -> contextlib.AbstractAsyncContextManager[None]:
     """While ``exchange`` waits for the engine past ``after`` s: ``event: queue`` events through ``send``,
     ``{"conversation_id", "position", "eta_seconds"}`` (rounded; ``null`` without an estimate)."""
 
     async def show(status: QueueStatus) -> None:
-        if send is not None:
-            event = {"conversation_id": exchange.conversation_id, "position": status.position}
-            eta = status.eta_seconds
-            await send(event | {"eta_seconds": None if eta is None else round(eta)}, "queue")
+        event = {"conversation_id": exchange.conversation_id, "position": status.position}
+        eta = status.eta_seconds
+        await send(event | {"eta_seconds": None if eta is None else round(eta)}, "queue")
 
     return notices(exchange.reply, show, after=after)
 
@@ -163,21 +162,20 @@ class WebReplier:
         self.response = response
         self.texts: list[str] = []
 
-    async def _send(self, event: dict[str, Any], name: str | None) -> None:
+    async def _send(self, event: dict[str, Any], name: str | None = None) -> None:
+        """One SSE event when streaming; nothing otherwise (the JSON answer comes at :meth:`finish`)."""
         if self.response is not None:
             await write_event(self.response, event, name=name)
 
     async def text(self, text: str, *, ephemeral: bool = False) -> None:
         self.texts.append(text)
-        if self.response is not None:
-            event = {"conversation_id": self.conversation_id, "command": self.command, "text": text}
-            await write_event(self.response, event | {"ephemeral": ephemeral})
+        event = {"conversation_id": self.conversation_id, "command": self.command, "text": text}
+        await self._send(event | {"ephemeral": ephemeral})
 
     async def stream(self, exchange: Exchange) -> str:
-        async with queue_notices(exchange, self._send if self.response is not None else None, self.queue_notice_after):
+        async with queue_notices(exchange, self._send, self.queue_notice_after):
             async for delta in exchange:
-                if self.response is not None:
-                    await write_event(self.response, {"conversation_id": self.conversation_id, "delta": delta})
+                await self._send({"conversation_id": self.conversation_id, "delta": delta})
         self.texts.append(exchange.text)
         return exchange.text
 
