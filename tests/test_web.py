@@ -234,6 +234,30 @@ async def test_a_client_that_leaves_stops_the_reply_and_frees_the_engine(make_se
             assert response.status == 200
 
 
+async def test_a_streamed_reply_is_stored_complete_when_its_done_event_arrives(
+    app: Parley, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    update_turn = app.store.update_turn
+
+    async def slow_disk(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.2)
+        await update_turn(*args, **kwargs)
+
+    monkeypatch.setattr(app.store, "update_turn", slow_disk)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url(app, "/api/chat"), json={"message": "Say three words."}) as response:
+            async for raw in response.content:
+                event = json.loads(raw.removeprefix(b"data: ")) if raw.startswith(b"data: ") else {}
+                if event.get("done"):
+                    break
+            else:
+                raise AssertionError("no done event")
+            # Read on the done event itself, before the stream closes.
+            async with app.store.db.execute("SELECT status, text FROM turns WHERE role='assistant'") as c:
+                rows = await c.fetchall()
+    assert [tuple(r) for r in rows] == [(TurnStatus.COMPLETE, event["text"])]
+
+
 async def test_shutdown_lets_a_running_reply_finish(make_settings: MakeSettings) -> None:
     app = make_app(make_settings(engine={"max_tokens": 64}), ScriptedEngine(long_story, delay=0.01))
     await app.start()

@@ -441,8 +441,9 @@ class WebServer:
                 except (ConnectionResetError, asyncio.CancelledError):
                     exchange.stop()  # the client left: stop generating, keep what was said
                     raise
-                text = exchange.text
-                await send({"conversation_id": conversation_id, "text": text, "usage": _usage(exchange), "done": True})
+            # Only once the reply is stored: a client that reads the history on ``done`` finds it complete.
+            text = exchange.text
+            await send({"conversation_id": conversation_id, "text": text, "usage": _usage(exchange), "done": True})
         except ParleyError as exc:
             log.warning("web reply in %s failed: %s", conversation_id, exc)
             if response is None:
