@@ -103,11 +103,11 @@ class EngineSettings(BaseModel):
     kv_cache_dir: Path | None = None
     """Local: a directory for states evicted from RAM and, at shutdown, for every kept conversation, so
     conversations resume quickly after a restart. Entries are keyed by the model file and the context's shape,
-    so a different model or setting never loads them; at start the states of another model or setting are
-    deleted (folders of other content are left alone). Empty: none (the Docker image sets one on its volume)."""
+    so a different model or setting never loads them. Several local models (``MODELS``) may share it. Empty:
+    none (the Docker image sets one on its volume)."""
     kv_cache_dir_mb: int = Field(2048, ge=0)
-    """Local: bound of that directory (used only with ``KV_CACHE_DIR``); the least recently used files go
-    first."""
+    """Local: bound of that directory (used only with ``KV_CACHE_DIR``), every model's states counted: those of
+    another model or setting go first, then the least recently used. Folders of other content are left alone."""
     concurrency: int = Field(1, ge=1, le=64)
     """OpenAI backend: requests in flight; others wait their turn. (The local engine uses ``PARALLEL``.)"""
     max_tokens: int = Field(256, ge=1)

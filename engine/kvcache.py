@@ -8,11 +8,12 @@ another context shape is never offered (llama.cpp checks tensor shapes, not mode
 The directory tier takes entries evicted from RAM and everything in RAM at ``flush()`` (on
 shutdown), so conversations resume quickly after a restart. Files are written atomically (a
 temporary file, then ``os.replace``), carry a checksum, and are indexed at start-up; a file that
-does not read back cleanly is deleted and reported as a miss. The directory is the engine's own:
-at start-up the states of other namespaces in it (saved before the model file or a context
-setting changed, which no engine of this configuration can load) are deleted, so that they do
-not hold disk space outside the bound. The caller owns thread safety: the engine's worker thread
-is the only user.
+does not read back cleanly is deleted and reported as a miss. The bound covers the whole
+directory: the states of other namespaces in it (another local model's, which loads when a
+conversation picks it, or stale ones, saved before the model file or a context setting changed)
+count too, and they are the first to go, oldest first, when it is exceeded. Folders that are not
+namespaces are never touched. The caller owns thread safety: the engine's worker thread is the
+only user.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ class KVCache:
         self._dir = directory / namespace if directory is not None and disk_bytes > 0 else None
         self._files: OrderedDict[str, int] = OrderedDict()  # file name -> size, oldest first
         self._disk_used = 0
+        self._others_used = 0
+        """Bytes of the other namespaces' states, as last scanned."""
         if self._dir is not None:
             self._index()
 
@@ -165,7 +168,7 @@ class KVCache:
         assert self._dir is not None
         try:
             self._dir.mkdir(parents=True, exist_ok=True)
-            self._drop_other_namespaces()
+            self._others_used = sum(size for _mtime, _path, size in self._other_states())
             found = []
             for path in self._dir.iterdir():
                 if path.suffix == ".tmp":
@@ -182,11 +185,11 @@ class KVCache:
             self._disk_used += size
         self._shrink_disk()
 
-    def _drop_other_namespaces(self) -> None:
-        """Delete the states of the directory's other namespaces: folders named like one (16 hex
-        digits) that hold only state files. Anything else in the directory is left alone."""
+    def _other_states(self) -> list[tuple[int, Path, int]]:
+        """The other namespaces' state files, oldest first, as ``(mtime_ns, path, size)``: in folders
+        named like a namespace (16 hex digits) that hold only state files."""
         assert self._dir is not None
-        removed, freed = 0, 0
+        found = []
         for folder in self._dir.parent.iterdir():
             if folder == self._dir or not _NAMESPACE.fullmatch(folder.name) or not folder.is_dir():
                 continue
@@ -194,15 +197,27 @@ class KVCache:
                 files = list(folder.iterdir())
                 if any(path.suffix not in {".kv", ".tmp"} or not path.is_file() for path in files):
                     continue
+                for path in files:
+                    stat = path.stat()
+                    found.append((stat.st_mtime_ns, path, stat.st_size))
             except OSError:
                 continue
-            for path in files:
-                with contextlib.suppress(OSError):
-                    size = path.stat().st_size
-                    path.unlink()
-                    removed, freed = removed + 1, freed + size
+        return sorted(found)
+
+    def _drop_others(self) -> None:
+        """Delete the other namespaces' oldest states until the directory is within its bound."""
+        others = self._other_states()
+        self._others_used = sum(size for _mtime, _path, size in others)
+        removed, freed = 0, 0
+        for _mtime, path, size in others:
+            if self._disk_used + self._others_used <= self.disk_bytes:
+                break
             with contextlib.suppress(OSError):
-                folder.rmdir()
+                path.unlink(missing_ok=True)
+                removed, freed = removed + 1, freed + size
+            self._others_used -= size
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # only once it is empty
         if removed:
             log.info("KV cache: deleted %d states (%.0f MB) of another model or context setting", removed, freed / 1e6)
 
@@ -270,5 +285,7 @@ class KVCache:
             (self._dir / name).unlink(missing_ok=True)
 
     def _shrink_disk(self) -> None:
+        if self._disk_used + self._others_used > self.disk_bytes:
+            self._drop_others()
         while self._disk_used > self.disk_bytes and self._files:
             self._remove_file(next(iter(self._files)))

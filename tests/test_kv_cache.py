@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from engine.kvcache import KVCache, SavedState
@@ -123,25 +124,48 @@ def test_the_longest_shared_prefix_is_found_in_ram_and_left_there() -> None:
     assert "missing" not in cache
 
 
-def test_states_of_another_configuration_are_deleted_at_start_and_nothing_else(tmp_path: Path) -> None:
-    """After the model file or a context setting changes, the old namespace's states can never load:
-    they go, so they hold no disk outside the bound. Folders that are not namespaces stay."""
+def test_two_models_sharing_the_directory_keep_each_others_states(tmp_path: Path) -> None:
+    """Two local models (``MODELS``) take turns in one ``KV_CACHE_DIR``: loading one keeps the other's."""
+    first, second = "0123456789abcdef", "fedcba9876543210"
+    a = KVCache(first, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    a.put("x", state(10))
+    b = KVCache(second, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    b.put("x", state(10, fill=2))
+    again = KVCache(first, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    taken = again.take("x")
+    assert taken is not None
+    assert taken[0] == state(10)
+
+
+def test_the_bound_counts_every_namespace_and_the_others_go_first(tmp_path: Path) -> None:
+    """Another model's or a stale setting's states count against the bound and are deleted first,
+    oldest first; folders that are not namespaces are never touched."""
     old, new = "0123456789abcdef", "fedcba9876543210"
     before = KVCache(old, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
     before.put("a", state(10))
-    assert before.disk_entries == 1
+    before.put("b", state(10))
+    one = (tmp_path / old / before._file_name("a")).stat().st_size
+    (tmp_path / old / before._file_name("a")).touch()  # "a" is the newer
+    os.utime(tmp_path / old / before._file_name("b"), ns=(1, 1))
     theirs = tmp_path / "not-a-namespace"
     theirs.mkdir()
-    (theirs / "x.kv").write_bytes(b"kept")
+    (theirs / "x.kv").write_bytes(b"kept" * 10_000)
     mixed = tmp_path / "aaaaaaaaaaaaaaaa"
     mixed.mkdir()
     (mixed / "notes.txt").write_text("kept")
-    (mixed / "y.kv").write_bytes(b"kept")
+    (mixed / "y.kv").write_bytes(b"kept" * 10_000)
 
-    after = KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
+    after = KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=2 * one)
+    assert after.disk_entries == 0, "within the bound, nothing goes"
+    assert len(list((tmp_path / old).iterdir())) == 2
     after.put("a", state(10))
-    assert not (tmp_path / old).exists()
-    assert (theirs / "x.kv").read_bytes() == b"kept"
+    assert sorted(p.name for p in (tmp_path / old).iterdir()) == [before._file_name("a")], "the oldest went"
+    after.put("b", state(10))
+    assert not (tmp_path / old).exists(), "then the rest, and the emptied folder"
+    after.put("c", state(10))
+    assert after.disk_entries == 2, "then its own least recently used"
+    assert after.take("a") is None
+    assert (theirs / "x.kv").exists()
     assert (mixed / "notes.txt").exists()
     assert (mixed / "y.kv").exists()
-    assert KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000).disk_entries == 1
+    assert KVCache(new, ram_bytes=0, directory=tmp_path, disk_bytes=2 * one).disk_entries == 2
