@@ -22,8 +22,10 @@ FOLLOW_UPS = (
 
 
 def shape(options: Options) -> tuple[int, int, int]:
-    """Conversations, rounds and max tokens per reply."""
-    return (4, 3, 24) if options.quick else (8, 8, 48)
+    """Conversations, rounds and max tokens per reply: the engine's default, 256. Greedy replies end
+    on their own well before it (about 50 tokens here), so the last round reads after about 460
+    tokens of history, near the issue's ~540; a cap of 48 had it at about 416."""
+    return (4, 3, 24) if options.quick else (8, 8, 256)
 
 
 def message(conversation: int, turn: int) -> str:
