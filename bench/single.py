@@ -2,9 +2,10 @@
 
 The same prompt (the bot's system prompt and one user message), greedy, no repetition penalty on
 either side, the same number of threads. Runs alternate between the two and never overlap, so
-both see the same machine state; each figure is the median of the runs. Tokens/s counts the reply's
-tokens (by the model's own tokenizer, the same measure on both sides) over the whole request's wall
-time, prompt included.
+both see the same machine state: after the bot's turn, the next side waits until the bot's engine
+has finished reading that turn's end ahead (:func:`settled`). Each figure is the median of the
+runs. Tokens/s counts the reply's tokens (by the model's own tokenizer, the same measure on both
+sides) over the whole request's wall time, prompt included.
 
 A third side, printed for reference, is the ceiling: llama.cpp's low-level API driven by the
 plainest loop (one context of one sequence, decode one token, sample greedy, repeat), through the
@@ -29,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench.common import Options, Row, Vocabulary, ask, bench_settings, client, median, ratio, running
+from bot.app import Parley
+from engine.scheduler import EngineStats
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a map."
 
@@ -174,6 +177,20 @@ def raw_run(llm: object, messages: list[dict[str, str]], max_tokens: int) -> tup
     return "".join(pieces), time.perf_counter() - start
 
 
+async def settled(app: Parley) -> None:
+    """Wait until the bot's engine has nothing left to do: 0.1 s after the turn it reads the turn's
+    template end ahead (:mod:`engine.scheduler`), and a side that ran meanwhile shared the cores with
+    it. Raw streaming, the side that came next, was the one slowed: in alternating runs here, bot /
+    raw was 1.14 and 1.12 without this wait and 1.07 and 1.06 with it (loop / raw 1.21-1.26 against
+    1.08-1.10)."""
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        stats: EngineStats = getattr(app.engine, "stats", EngineStats())  # only the local engine reads ahead
+        if stats.reading_ahead == 0:
+            break
+    await asyncio.sleep(0.05)  # the last step read ahead ends after the list empties
+
+
 async def run(options: Options, vocabulary: Vocabulary) -> list[Row]:
     max_tokens = 48 if options.quick else 128
     settings = bench_settings(options, "single", max_tokens=max_tokens, repeat_penalty=1.0, threads=options.threads)
@@ -183,16 +200,18 @@ async def run(options: Options, vocabulary: Vocabulary) -> list[Row]:
     messages = [{"role": "system", "content": settings.system_prompt}, {"role": "user", "content": PROMPT}]
     rates: dict[str, list[float]] = {"raw": [], "bot": [], "loop": []}
     try:
-        async with running(settings) as (_app, url), client() as http:
+        async with running(settings) as (app, url), client() as http:
             await raw.run(messages, max_tokens)  # warm-up, every side
             await loop.run(messages, max_tokens)
             await ask(http, url, PROMPT, max_tokens=max_tokens)
+            await settled(app)
             for _ in range(options.runs):
                 for name, side in (("raw", raw), ("loop", loop)):
                     text, seconds = await side.run(messages, max_tokens)
                     rates[name].append(vocabulary.tokens(text) / seconds)
                 answer = await ask(http, url, PROMPT, max_tokens=max_tokens)
                 rates["bot"].append(vocabulary.tokens(answer.text) / answer.seconds)
+                await settled(app)
     finally:
         await raw.close()
         await loop.close()
