@@ -11,7 +11,7 @@
 - restart: first-token time of a ~1,000-token conversation's next turn, before and after a restart.
 - memory: resident size against model file + the context's KV + the RAM cache cap + 200 MB.
 - external (with ``--openai-url``): that server answering directly, and Parley through its OpenAI
-  backend, against the in-process engine's figure.
+  backend; then 8 at once through the in-process engine and through the backend, side by side.
 
 Only one model generates at a time: the benchmarks run one after another, and the single-stream
 one alternates between raw llama-cpp-python and the bot. Figures taken while other processes use
@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bench import concurrency, external, interleave, memory, restart, single
-from bench.common import SKIPPED, Options, Row, Vocabulary, engine_settings, load, ratio
+from bench.common import SKIPPED, Options, Row, Vocabulary, engine_settings, load
 
 NAMES = ("single", "concurrency", "interleave", "restart", "memory", "external")
 
@@ -46,18 +46,6 @@ def table(rows: list[Row]) -> str:
             f"{row.bench:<12} {row.label:<52} {value:>10}  {row.unit:<6} {row.goal:<10} {verdict:<4} {row.note}"
         )
     return "\n".join(lines)
-
-
-def versus_openai(rows: list[Row]) -> list[Row]:
-    """The in-process engine's 8-at-once total against the same through the OpenAI backend."""
-    local = next((r for r in rows if r.bench == "concurrency" and r.label.endswith(": 8 at once")), None)
-    remote = next(
-        (r for r in rows if r.bench == "external" and r.label == "Parley via OpenAI backend: 8 at once"), None
-    )
-    if local is None or remote is None or local.value is None or remote.value is None:
-        return []
-    share = ratio(local.value, remote.value)
-    return [Row("external", "in-process 8 / OpenAI backend 8", share, "x", "> 1", share > 1)]
 
 
 async def main(options: Options, only: list[str], openai_model: str) -> list[Row]:
@@ -89,7 +77,6 @@ async def main(options: Options, only: list[str], openai_model: str) -> list[Row
         print(table(found))
         print(f"({time.perf_counter() - started:.0f} s; {load()})", flush=True)
         rows += found
-    rows += versus_openai(rows)
     vocabulary.close()
     return rows
 

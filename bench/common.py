@@ -8,6 +8,7 @@ are left out, so the benchmarks run on the engine of any revision.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ import aiohttp
 from bot.app import Parley
 from bot.main import build_app
 from bot.settings import EngineSettings, LimitsSettings, Settings, WebSettings
+from engine.scheduler import EngineStats
 
 SEED = 42
 FACTUAL = (
@@ -219,3 +221,17 @@ class Vocabulary:
 
     def close(self) -> None:
         self._llm.close()
+
+
+async def settled(app: Parley) -> None:
+    """Wait until the bot's engine has nothing left to do: 0.1 s after a turn it reads the turn's
+    template end ahead (:mod:`engine.scheduler`), and whatever is measured next meanwhile shares the
+    cores with it. In the single stream, raw streaming came next and was the one slowed: in
+    alternating runs here, bot / raw was 1.14 and 1.12 without this wait and 1.07 and 1.06 with it
+    (loop / raw 1.21-1.26 against 1.08-1.10)."""
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        stats: EngineStats = getattr(app.engine, "stats", EngineStats())  # only the local engine reads ahead
+        if stats.reading_ahead == 0:
+            break
+    await asyncio.sleep(0.05)  # the last step read ahead ends after the list empties

@@ -29,9 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.common import Options, Row, Vocabulary, ask, bench_settings, client, median, ratio, running
-from bot.app import Parley
-from engine.scheduler import EngineStats
+from bench.common import Options, Row, Vocabulary, ask, bench_settings, client, median, ratio, running, settled
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a map."
 
@@ -175,20 +173,6 @@ def raw_run(llm: object, messages: list[dict[str, str]], max_tokens: int) -> tup
         if delta.get("content"):
             pieces.append(delta["content"])
     return "".join(pieces), time.perf_counter() - start
-
-
-async def settled(app: Parley) -> None:
-    """Wait until the bot's engine has nothing left to do: 0.1 s after the turn it reads the turn's
-    template end ahead (:mod:`engine.scheduler`), and a side that ran meanwhile shared the cores with
-    it. Raw streaming, the side that came next, was the one slowed: in alternating runs here, bot /
-    raw was 1.14 and 1.12 without this wait and 1.07 and 1.06 with it (loop / raw 1.21-1.26 against
-    1.08-1.10)."""
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        stats: EngineStats = getattr(app.engine, "stats", EngineStats())  # only the local engine reads ahead
-        if stats.reading_ahead == 0:
-            break
-    await asyncio.sleep(0.05)  # the last step read ahead ends after the list empties
 
 
 async def run(options: Options, vocabulary: Vocabulary) -> list[Row]:
