@@ -73,6 +73,7 @@ class Parley:
             await self.engines.start()
             stack.push_async_callback(self.engines.stop)
             log.info("engine: %s (%s)", self.engine.name, self._engine_detail())
+            await self._prepare_engine()
             if self.settings.models:
                 log.info("models: %s (each loads when first used)", ", ".join(self.settings.models))
 
@@ -102,6 +103,17 @@ class Parley:
             await stack.aclose()
             raise
         self.ready = True
+
+    async def _prepare_engine(self) -> None:
+        """The default engine reads the default system prompt ahead (:meth:`Engine.prepare`), before
+        the inbox's replays and the connectors bring the first conversations. A failure only costs
+        those their first read: it is logged, and the start goes on."""
+        if not self.settings.system_prompt:
+            return
+        try:
+            await self.engine.prepare(self.settings.system_prompt)
+        except ParleyError as exc:
+            log.warning("engine: the system prompt could not be read ahead: %s", exc)
 
     def _engine_detail(self) -> str:
         engine = self.settings.engine

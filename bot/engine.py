@@ -175,6 +175,10 @@ class Engine(abc.ABC):
     def forget(self, affinity: str) -> None:  # noqa: B027 - optional: only engines with a cache override it
         """Drop what the engine keeps for conversation ``affinity`` (its cached prompt state): ``/reset``."""
 
+    async def prepare(self, system: str) -> None:  # noqa: B027 - optional: only engines with a cache override it
+        """Read ahead the system prompt that new conversations begin with, so that they start from it
+        rather than each reading it: the app calls this once, at start. Raises ``EngineError``."""
+
     @property
     def model_name(self) -> str:
         """The model's name, for health checks and logs."""

@@ -159,6 +159,20 @@ class LocalEngine(Engine):
         if self._scheduler is not None:
             self._scheduler.forget(affinity)
 
+    async def prepare(self, system: str) -> None:
+        """A one-token reply to ``system`` and an empty message, for no conversation: its sequence
+        keeps the prompt, and new conversations copy the part they share with it (the system prompt
+        and the user turn's opening) instead of reading it. Without it, the first conversations
+        after a start (a burst of people, the inbox's replays) each read the whole prompt at once."""
+        reply = self.generate(
+            [ChatMessage("system", system), ChatMessage("user", "")], GenerationParams(max_tokens=1, temperature=0.0)
+        )
+        try:
+            async for _ in reply:
+                pass
+        finally:
+            await reply.aclose()
+
     # prompts
 
     def _require_model(self) -> Model:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.chat import SHUTDOWN_NOTICE
 from bot.conversation import ConversationKey, IncomingMessage
+from bot.errors import EngineError
 from bot.store import TurnStatus
 from tests.conftest import MakeSettings
 from tests.support import ScriptedEngine, long_story, make_app, wait_idle
@@ -64,3 +67,34 @@ async def test_messages_during_shutdown_get_a_notice(make_settings: MakeSettings
     # The reply that was running when the stop began was finished, not cut.
     assert len(texts) == 2
     assert all(t != "…" for t in texts)
+
+
+class PreparedEngine(ScriptedEngine):
+    """Records what the app asks it to read ahead; ``fail`` makes that an engine error."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        super().__init__()
+        self.prepared: list[str] = []
+        self.fail_prepare = fail
+
+    async def prepare(self, system: str) -> None:
+        self.prepared.append(system)
+        if self.fail_prepare:
+            raise EngineError("no room")
+
+
+async def test_the_app_has_the_engine_read_the_system_prompt_ahead_at_start(make_settings: MakeSettings) -> None:
+    engine = PreparedEngine()
+    async with make_app(make_settings(system_prompt="Be brief."), engine) as app:
+        assert app.ready
+    assert engine.prepared == ["Be brief."]
+
+
+async def test_a_failed_read_ahead_does_not_stop_the_start(
+    make_settings: MakeSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = PreparedEngine(fail=True)
+    async with make_app(make_settings(), engine) as app:
+        assert app.ready
+    assert engine.prepared
+    assert "could not be read ahead: no room" in caplog.text

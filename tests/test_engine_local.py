@@ -153,3 +153,20 @@ async def test_not_started_is_an_engine_error_and_stop_is_idempotent() -> None:
     await engine.stop()
     await engine.stop()
     assert engine.status() == "stopped"
+
+
+async def test_a_prepared_system_prompt_is_copied_not_read_by_a_new_conversation() -> None:
+    system = "You are a helpful assistant in a busy community chat. Answer briefly and kindly."
+    engine = LocalEngine(engine_settings())
+    await engine.start()
+    try:
+        await engine.prepare(system)
+        before = engine.stats
+        reply = engine.generate([ChatMessage("system", system), ChatMessage("user", "Say hi.")], GREEDY, affinity="c1")
+        await reply.text()
+        after = engine.stats
+    finally:
+        await engine.stop()
+    decoded = after.prompt_tokens_decoded - before.prompt_tokens_decoded
+    assert decoded < reply.usage.prompt_tokens - 15, "the system prompt came from the prepared sequence"
+    assert after.kv_misses - before.kv_misses == 1, "it is still the conversation's first turn"
