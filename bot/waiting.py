@@ -44,6 +44,11 @@ class ReplyTimes:
             self._recent.append(seconds)
 
     @property
+    def count(self) -> int:
+        """Replies measured in the window."""
+        return len(self._recent)
+
+    @property
     def typical(self) -> float | None:
         """The average of the recent times, once there are enough of them."""
         if len(self._recent) < self._min_samples:

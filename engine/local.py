@@ -164,9 +164,9 @@ class LocalEngine(Engine):
         keeps the prompt, and new conversations copy the part they share with it (the system prompt
         and the user turn's opening) instead of reading it. Without it, the first conversations
         after a start (a burst of people, the inbox's replays) each read the whole prompt at once."""
-        reply = self.generate(
-            [ChatMessage("system", system), ChatMessage("user", "")], GenerationParams(max_tokens=1, temperature=0.0)
-        )
+        messages = [ChatMessage("system", system), ChatMessage("user", "")]
+        params = GenerationParams(max_tokens=1, temperature=0.0)
+        reply = Reply(lambda reply: self._stream(reply, messages, params, None, measured=False))
         try:
             async for _ in reply:
                 pass
@@ -223,7 +223,13 @@ class LocalEngine(Engine):
         return Reply(lambda reply: self._stream(reply, list(messages), params, affinity))
 
     async def _stream(
-        self, reply: Reply, messages: list[ChatMessage], params: GenerationParams, affinity: str | None
+        self,
+        reply: Reply,
+        messages: list[ChatMessage],
+        params: GenerationParams,
+        affinity: str | None,
+        *,
+        measured: bool = True,
     ) -> AsyncIterator[str]:
         model = self._require_model()
         usage = reply.usage
@@ -238,7 +244,7 @@ class LocalEngine(Engine):
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue()
 
-        request = Request(tokens, params, affinity, queue.put_nowait, loop.call_soon_threadsafe, usage)
+        request = Request(tokens, params, affinity, queue.put_nowait, loop.call_soon_threadsafe, usage, measured)
         reply.on_cancel.append(lambda: scheduler.cancel(request))
         scheduler.submit(request)
         submitted = time.monotonic()
@@ -264,8 +270,9 @@ class LocalEngine(Engine):
                     reply.report_queue(item)
                 elif item is STARTED:
                     waiting = False
-                    count, seconds = self._waits
-                    self._waits = (count + 1, seconds + time.monotonic() - submitted)
+                    if measured:
+                        count, seconds = self._waits
+                        self._waits = (count + 1, seconds + time.monotonic() - submitted)
                     reply.report_queue(None)
                 else:
                     yield item  # type: ignore[misc]

@@ -134,6 +134,8 @@ class Request:
     post: Callable[[Callable[[], None]], object]
     """Runs a callback on the consumer's side from any thread (``loop.call_soon_threadsafe``)."""
     usage: Usage
+    measured: bool = True
+    """Whether its time goes into the queue's estimates (not for a read-ahead of the engine's own)."""
     cancelled: bool = False
     position: int = 0
     """Its place in the wait queue as last reported (0: not reported)."""
@@ -289,6 +291,11 @@ class Scheduler:
             self._report_waiting()
         request.usage.finish_reason = "cancelled"
         _tell(request, DONE)
+
+    @property
+    def reply_times(self) -> ReplyTimes:
+        """How long recent replies held their place (for tests and diagnostics)."""
+        return self._times
 
     @property
     def alive(self) -> bool:
@@ -740,7 +747,7 @@ class Scheduler:
         with self._lock:
             self._running -= 1
             admitted = self._admitted.pop(request, None)
-            if finished and admitted is not None:
+            if finished and admitted is not None and request.measured:
                 self._times.record(time.perf_counter() - admitted)
 
     def _send(self, request: Request, item: object, *, urgent: bool = True) -> None:

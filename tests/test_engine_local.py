@@ -165,8 +165,12 @@ async def test_a_prepared_system_prompt_is_copied_not_read_by_a_new_conversation
         reply = engine.generate([ChatMessage("system", system), ChatMessage("user", "Say hi.")], GREEDY, affinity="c1")
         await reply.text()
         after = engine.stats
+        assert engine._scheduler is not None
+        measured = engine._scheduler.reply_times.count
     finally:
         await engine.stop()
+    assert measured == 1, "the read-ahead is no reply: its time is not in the queue's estimates"
     decoded = after.prompt_tokens_decoded - before.prompt_tokens_decoded
     assert decoded < reply.usage.prompt_tokens - 15, "the system prompt came from the prepared sequence"
     assert after.kv_misses - before.kv_misses == 1, "it is still the conversation's first turn"
+    assert engine.metrics()["queue_wait_count"] == 1, "the read-ahead is no reply: only the one turn waited"
