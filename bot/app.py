@@ -73,7 +73,6 @@ class Parley:
             await self.engines.start()
             stack.push_async_callback(self.engines.stop)
             log.info("engine: %s (%s)", self.engine.name, self._engine_detail())
-            await self._prepare_engine()
             if self.settings.models:
                 log.info("models: %s (each loads when first used)", ", ".join(self.settings.models))
 
@@ -86,6 +85,7 @@ class Parley:
             skipped = f"; skipped: {len(self.plugin_problems)} (see errors above)" if self.plugin_problems else ""
             log.info("plugins: %s (%d commands)%s", names or "none", len(self.chat.command_list), skipped)
 
+            await self._prepare_engine()  # /healthz answers "starting" meanwhile: a big model may take seconds
             await self.chat.inbox.prune()
             sweep = asyncio.create_task(self.chat.listener.run(), name="parley-listen-sweep")
             stack.push_async_callback(_cancel, sweep)
