@@ -144,9 +144,12 @@ def test_the_bound_counts_every_namespace_and_the_others_go_first(tmp_path: Path
     before = KVCache(old, ram_bytes=0, directory=tmp_path, disk_bytes=1_000_000)
     before.put("a", state(10))
     before.put("b", state(10))
-    one = (tmp_path / old / before._file_name("a")).stat().st_size
-    (tmp_path / old / before._file_name("a")).touch()  # "a" is the newer
-    os.utime(tmp_path / old / before._file_name("b"), ns=(1, 1))
+    newer, older = before.path_of("a"), before.path_of("b")
+    assert newer is not None
+    assert older is not None
+    one = newer.stat().st_size
+    newer.touch()
+    os.utime(older, ns=(1, 1))
     theirs = tmp_path / "not-a-namespace"
     theirs.mkdir()
     (theirs / "x.kv").write_bytes(b"kept" * 10_000)
@@ -159,7 +162,7 @@ def test_the_bound_counts_every_namespace_and_the_others_go_first(tmp_path: Path
     assert after.disk_entries == 0, "within the bound, nothing goes"
     assert len(list((tmp_path / old).iterdir())) == 2
     after.put("a", state(10))
-    assert sorted(p.name for p in (tmp_path / old).iterdir()) == [before._file_name("a")], "the oldest went"
+    assert list((tmp_path / old).iterdir()) == [newer], "the oldest went"
     after.put("b", state(10))
     assert not (tmp_path / old).exists(), "then the rest, and the emptied folder"
     after.put("c", state(10))
